@@ -1,0 +1,39 @@
+"""PostgreSQL pools and Redis clients, opened by the process that owns them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+import redis.asyncio as redis
+
+log = logging.getLogger("orderview.db")
+
+
+async def create_pool(
+    dsn: str, *, name: str, min_size: int = 1, max_size: int = 10
+) -> asyncpg.Pool:
+    """A pool on `dsn`, waiting (with backoff, logged) until PostgreSQL answers."""
+    delay = 0.2
+    while True:
+        try:
+            return await asyncpg.create_pool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                server_settings={"application_name": f"orderview-{name}", "jit": "off"},
+            )
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError) as exc:
+            log.warning(
+                "PostgreSQL unreachable, retrying", extra={"error": repr(exc), "retry_in": delay}
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def create_redis(url: str) -> redis.Redis:
+    """A Redis client returning bytes; connections open lazily and reconnect on demand."""
+    return redis.from_url(
+        url, decode_responses=False, socket_keepalive=True, health_check_interval=15
+    )

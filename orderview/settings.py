@@ -1,0 +1,99 @@
+"""Settings: the ORDERVIEW_* environment variables parsed into one typed Struct."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from typing import Annotated
+
+import msgspec
+
+PREFIX = "ORDERVIEW_"
+
+
+def _env_name(field: str) -> str:
+    return PREFIX + field.upper()
+
+
+class SettingsError(Exception):
+    """A missing or malformed setting; its message is one line naming the variable."""
+
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+StreamKey = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class Settings(
+    msgspec.Struct, frozen=True, kw_only=True, rename=_env_name, forbid_unknown_fields=False
+):
+    """Every setting of every orderview process; see docs in operations.md and README."""
+
+    database_url: str | None = None
+    read_database_url: str | None = None
+    redis_url: str | None = None
+    streams: Annotated[tuple[StreamKey, ...], msgspec.Meta(min_length=1)] = ("orders:events",)
+    consumer_group: Annotated[str, msgspec.Meta(min_length=1)] = "orderview"
+    consumer_name: Annotated[str, msgspec.Meta(min_length=1)] = ""
+    # Projector
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
+    block_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 1000
+    gap_timeout: Seconds = 30.0
+    claim_idle_ms: Positive = 60_000
+    metrics_port: Port = 9108
+    # API
+    cursor_secret: Annotated[str, msgspec.Meta(min_length=16)] | None = None
+    key_cache_seconds: Annotated[float, msgspec.Meta(ge=0, le=5)] = 2.0
+    pool_min_size: Annotated[int, msgspec.Meta(ge=0)] = 2
+    pool_max_size: Positive = 10
+    log_level: Annotated[str, msgspec.Meta(pattern="^(DEBUG|INFO|WARNING|ERROR)$")] = "INFO"
+
+    @property
+    def read_url(self) -> str:
+        """The DSN the API reads from: the replica when set, else the primary."""
+        return self.read_database_url or self.require("database_url")
+
+    @property
+    def consumer(self) -> str:
+        """This consumer's name in the group: the setting, else the host (pod) name."""
+        return self.consumer_name or socket.gethostname()
+
+    def require(self, field: str) -> str:
+        """The value of a setting that this command cannot run without."""
+        value = getattr(self, field)
+        if value is None:
+            raise SettingsError(f"{_env_name(field)} is not set: this command needs it")
+        return value
+
+
+_LIST_FIELDS = {"streams"}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse the ORDERVIEW_* variables; raise SettingsError naming the first bad one."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, object] = {}
+    for field in Settings.__struct_fields__:
+        name = _env_name(field)
+        value = environ.get(name)
+        if value is None or value == "":
+            continue
+        if field in _LIST_FIELDS:
+            raw[name] = [part.strip() for part in value.split(",") if part.strip()]
+        else:
+            raw[name] = value
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(_explain(str(exc), environ)) from None
+
+
+def _explain(message: str, environ: Mapping[str, str]) -> str:
+    # msgspec says e.g. "Expected `int >= 1`, got `str` - at `$.ORDERVIEW_BATCH_SIZE`".
+    if " - at `$." in message:
+        detail, _, path = message.partition(" - at `$.")
+        name = path.split("`")[0].split("[")[0]
+        return f"{name} is malformed: {detail} (value {environ.get(name, '')!r})"
+    return f"settings are malformed: {message}"

@@ -1,0 +1,327 @@
+"""One stream of the consumer group: read, validate, apply, dead-letter, acknowledge, reclaim.
+
+Every command goes to this stream's own keys (the stream and `<stream>:dlq`), so shards may live
+on different nodes of a Redis Cluster. Put the stream name in a hash tag (`{orders:events:0}`) to
+keep a stream and its dead-letter stream on one node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import redis.asyncio as redis
+import redis.exceptions
+
+from projections import metrics
+from projections.events import Event, PoisonEvent, decode_event
+from projections.fold import Plan
+from projections.writer import apply_batch
+
+log = logging.getLogger("orderview.consumer")
+
+TRANSIENT = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+)
+
+
+RETRY_MS = 200
+
+
+def dlq_key(stream: str) -> str:
+    """The dead-letter stream of a stream."""
+    return f"{stream}:dlq"
+
+
+@dataclass
+class Options:
+    """How one consumer reads; see Settings for the variables behind each."""
+
+    group: str
+    consumer: str
+    batch_size: int = 1000
+    block_ms: int = 1000
+    gap_timeout: float = 30.0
+    claim_idle_ms: int = 60_000
+
+
+@dataclass
+class Held:
+    """An event waiting for its predecessor."""
+
+    event: Event
+    raw: bytes
+    since: float
+
+
+@dataclass
+class Batch:
+    """Entries in hand: decoded events by entry id, and poison entries with their reasons."""
+
+    events: dict[bytes, Event] = field(default_factory=dict)
+    raws: dict[bytes, bytes] = field(default_factory=dict)
+    poison: dict[bytes, tuple[bytes, str]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.events) + len(self.poison)
+
+
+def decode_entries(entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> Batch:
+    """Validate stream entries; poison ones keep their raw value and reason."""
+    batch = Batch()
+    for entry_id, fields in entries:
+        raw = (fields or {}).get(b"event")
+        try:
+            batch.events[entry_id] = decode_event(raw)
+            batch.raws[entry_id] = raw
+        except PoisonEvent as exc:
+            batch.poison[entry_id] = (raw if raw is not None else b"", str(exc))
+    return batch
+
+
+class StreamConsumer:
+    """Projects one stream through the consumer group until stopped."""
+
+    def __init__(self, client: redis.Redis, pool: asyncpg.Pool, stream: str, options: Options):
+        self.redis = client
+        self.pool = pool
+        self.stream = stream
+        self.options = options
+        self.held: dict[bytes, Held] = {}
+        self._read_from = b"0"  # own pending entries first (after a restart), then new ones
+        self._claim_cursor = b"0-0"
+        self._next_claim = 0.0
+        self._next_touch = 0.0
+        self._next_lag = 0.0
+
+    # ---- Redis -------------------------------------------------------------------------
+
+    async def ensure_group(self) -> None:
+        """Create the group at the start of the stream (and the stream) unless it exists."""
+        try:
+            await self.redis.xgroup_create(self.stream, self.options.group, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read(self) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
+        """The next entries for this consumer: its own pending ones first, then new ones."""
+        o = self.options
+        # Held gaps are retried at least every RETRY_MS, so block no longer than that then.
+        block = min(o.block_ms, RETRY_MS) if self.held else o.block_ms
+        reply = await self.redis.xreadgroup(
+            o.group,
+            o.consumer,
+            {self.stream: self._read_from},
+            count=o.batch_size,
+            block=block if self._read_from == b">" else None,
+        )
+        entries = reply[0][1] if reply else []
+        if self._read_from == b"0":
+            entries = [e for e in entries if e[0] not in self.held]
+            if not reply or not reply[0][1] or not entries:
+                self._read_from = b">"
+        return entries
+
+    async def reclaim(self) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
+        """Entries idle too long on another (dead) consumer, now ours."""
+        now = time.monotonic()
+        if now < self._next_claim:
+            return []
+        o = self.options
+        reply = await self.redis.xautoclaim(
+            self.stream,
+            o.group,
+            o.consumer,
+            o.claim_idle_ms,
+            self._claim_cursor,
+            count=o.batch_size,
+        )
+        self._claim_cursor, claimed = reply[0], reply[1]
+        deleted = reply[2] if len(reply) > 2 else []
+        if deleted:  # pending entries whose stream entry was deleted: nothing to apply
+            await self.redis.xack(self.stream, o.group, *deleted)
+        claimed = [c for c in claimed if c[0] not in self.held]
+        if self._claim_cursor in (b"0-0", "0-0"):
+            self._next_claim = now + o.claim_idle_ms / 2000
+        if claimed:
+            metrics.RECLAIMED.labels(self.stream).inc(len(claimed))
+            log.info("reclaimed idle entries", extra={"stream": self.stream, "count": len(claimed)})
+        return claimed
+
+    async def touch_held(self) -> None:
+        """Keep held gaps ours: reset their idle time so no other consumer reclaims them."""
+        now = time.monotonic()
+        if not self.held or now < self._next_touch:
+            return
+        self._next_touch = now + self.options.claim_idle_ms / 3000
+        o = self.options
+        await self.redis.xclaim(self.stream, o.group, o.consumer, 0, list(self.held), justid=True)
+
+    async def update_lag(self) -> None:
+        """Refresh the lag and pending gauges from XINFO GROUPS (every few seconds)."""
+        now = time.monotonic()
+        if now < self._next_lag:
+            return
+        self._next_lag = now + 5
+        for group in await self.redis.xinfo_groups(self.stream):
+            if _text(group.get("name")) == self.options.group:
+                metrics.LAG.labels(self.stream).set(group.get("lag") or 0)
+                metrics.PENDING.labels(self.stream).set(group.get("pending") or 0)
+
+    async def settle(self, plan: Plan, batch: Batch, dead: dict[bytes, tuple[bytes, str]]) -> None:
+        """Dead-letter and acknowledge in one pipeline, after the commit."""
+        done = list(plan.applied) + list(plan.duplicates) + list(dead)
+        if not done:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for entry_id, (raw, error) in dead.items():
+            pipe.xadd(
+                dlq_key(self.stream),
+                {"event": raw, "error": error, "stream": self.stream, "entry_id": entry_id},
+            )
+        pipe.xack(self.stream, self.options.group, *done)
+        await pipe.execute()
+
+    # ---- one batch ---------------------------------------------------------------------
+
+    async def process(self, batch: Batch) -> Plan:
+        """Apply a batch plus the held gaps; settle poison, expired gaps and applied entries."""
+        now = time.monotonic()
+        candidates = dict(batch.events)
+        raws = dict(batch.raws)
+        for entry_id, held in self.held.items():
+            candidates.setdefault(entry_id, held.event)
+            raws.setdefault(entry_id, held.raw)
+        plan = await apply_batch(self.pool, list(candidates.items())) if candidates else Plan()
+        dead = dict(batch.poison)
+        for entry_id in plan.held:
+            held = self.held.get(entry_id) or Held(candidates[entry_id], raws[entry_id], now)
+            if now - held.since >= self.options.gap_timeout:
+                dead[entry_id] = (held.raw, _gap_reason(held.event, self.options.gap_timeout))
+            else:
+                self.held[entry_id] = held
+        await self.settle(plan, batch, dead)
+        for entry_id in list(self.held):
+            if entry_id not in plan.held or entry_id in dead:
+                del self.held[entry_id]
+        self._count(plan, dead)
+        return plan
+
+    def _count(self, plan: Plan, dead: dict[bytes, tuple[bytes, str]]) -> None:
+        s = self.stream
+        metrics.EVENTS_APPLIED.labels(s).inc(len(plan.applied))
+        metrics.DUPLICATES.labels(s).inc(len(plan.duplicates))
+        metrics.UNKNOWN_TYPES.labels(s).inc(plan.unknown_types)
+        metrics.GAPS_HELD.labels(s).set(len(self.held))
+        for _, error in dead.values():
+            metrics.DEAD_LETTERS.labels(s, "gap" if error.startswith("gap") else "invalid").inc()
+        for entry_id, (_, error) in dead.items():
+            log.warning(
+                "dead-lettered", extra={"stream": s, "entry_id": _text(entry_id), "error": error}
+            )
+
+    async def process_singly(self, batch: Batch) -> None:
+        """Fallback after a data error PostgreSQL refused: one event a transaction, refusals DLQ'd."""
+        for entry_id, event in sorted(batch.events.items(), key=lambda kv: kv[1].seq):
+            single = Batch({entry_id: event}, {entry_id: batch.raws[entry_id]})
+            try:
+                await self.process(single)
+            except asyncpg.PostgresError as exc:
+                if isinstance(exc, TRANSIENT):
+                    raise
+                refused = Batch(
+                    poison={entry_id: (batch.raws[entry_id], f"refused by database: {exc}")}
+                )
+                await self.process(refused)
+        if batch.poison:
+            await self.process(Batch(poison=batch.poison))
+
+    # ---- the loop ----------------------------------------------------------------------
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Read and apply batches until `stopping` is set; the batch in hand is always finished."""
+        backoff = 0.1
+        in_hand: Batch | None = None
+        while not stopping.is_set() or in_hand is not None:
+            try:
+                if in_hand is None:
+                    await self.ensure_group_once()
+                    in_hand = await self._next_batch(stopping)
+                    if in_hand is None:
+                        continue
+                started = time.perf_counter()
+                try:
+                    await self.process(in_hand)
+                except asyncpg.PostgresError as exc:
+                    if isinstance(exc, TRANSIENT):
+                        raise
+                    log.warning("batch refused, applying one by one", extra={"error": str(exc)})
+                    await self.process_singly(in_hand)
+                metrics.BATCH_SECONDS.labels(self.stream).observe(time.perf_counter() - started)
+                in_hand = None
+                backoff = 0.1
+                await self.update_lag()
+            except TRANSIENT as exc:
+                log.warning(
+                    "connection lost, retrying",
+                    extra={"stream": self.stream, "error": repr(exc), "retry_in": backoff},
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    _group_ready = False
+
+    async def ensure_group_once(self) -> None:
+        if not self._group_ready:
+            await self.ensure_group()
+            self._group_ready = True
+
+    async def _next_batch(self, stopping: asyncio.Event) -> Batch | None:
+        """Reclaimed or newly read entries (plus a retry of held gaps), or None when stopping."""
+        await self.touch_held()
+        entries = await self.reclaim()
+        if not entries:
+            entries = await self._read_unless_stopped(stopping)
+        if entries is None:
+            return None
+        if not entries and not self.held:
+            return None
+        return decode_entries(entries)
+
+    async def _read_unless_stopped(self, stopping: asyncio.Event):
+        if stopping.is_set():
+            return None
+        read = asyncio.ensure_future(self.read())
+        stop = asyncio.ensure_future(stopping.wait())
+        done, _ = await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if read in done:
+            stop.cancel()
+            return read.result()
+        read.cancel()
+        # Entries the server delivered as we cancelled stay pending for this consumer name
+        # and are read first on the next start (or reclaimed by another replica).
+        return None
+
+
+def _gap_reason(event: Event, timeout: float) -> str:
+    return (
+        f"gap: {event.kind} {event.aggregate_id} of tenant {event.tenant} got seq {event.seq} "
+        f"but its predecessor was not applied within {timeout:g}s"
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

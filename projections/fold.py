@@ -1,0 +1,271 @@
+"""The pure fold: the state change of each event, and the plan for a batch of events.
+
+No I/O here. `plan_batch` takes the events of a batch and the stored states of their aggregates and
+returns what to write and what happened to each event (applied, duplicate, held as a gap).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from msgspec import UNSET, Struct
+from msgspec.structs import replace
+
+from projections.events import (
+    CENT,
+    PAYLOADS,
+    Cancelled,
+    DetailsChanged,
+    Event,
+    Item,
+    ItemAdded,
+    ItemRemoved,
+    ItemUpdated,
+    OrderCreated,
+    ParticipantUpserted,
+    PaymentStatusChanged,
+    Submitted,
+)
+
+
+class OrderState(Struct, frozen=True, array_like=True):
+    """Everything the read model knows about one order."""
+
+    tenant: str
+    id: int
+    seq: int
+    type: str
+    status: str
+    payment_status: str
+    currency: str
+    order_number: str | None
+    event_key: str | None
+    participant_id: int | None
+    location_id: str | None
+    scheduled_at: datetime | None
+    duration: int | None
+    notes: str | None
+    items: tuple[Item, ...]
+    submitted_at: datetime | None
+    confirmed_at: datetime | None
+    cancelled_at: datetime | None
+    cancellation_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ParticipantState(Struct, frozen=True, array_like=True):
+    """A participant (customer) as its latest event describes it."""
+
+    tenant: str
+    id: int
+    seq: int
+    name: str | None
+    email: str | None
+    updated_at: datetime
+
+
+# ---- amounts -------------------------------------------------------------------------------
+
+
+class LineAmounts(Struct, frozen=True):
+    subtotal: Decimal
+    tax: Decimal
+    total: Decimal
+
+
+def line_amounts(item: Item) -> LineAmounts:
+    """Subtotal exact, tax rounded to cents with halves away from zero."""
+    subtotal = item.unit_price * item.quantity
+    tax = (subtotal * item.tax_rate).quantize(CENT, rounding=ROUND_HALF_UP)
+    return LineAmounts(subtotal, tax, subtotal + tax)
+
+
+def order_amounts(items: tuple[Item, ...]) -> LineAmounts:
+    """The order's subtotal, tax_total and total: sums of its lines."""
+    lines = [line_amounts(i) for i in items]
+    subtotal = sum((line.subtotal for line in lines), Decimal(0))
+    tax = sum((line.tax for line in lines), Decimal(0))
+    return LineAmounts(subtotal, tax, subtotal + tax)
+
+
+# ---- one event -----------------------------------------------------------------------------
+
+
+def _utc(at: datetime) -> datetime:
+    return at.astimezone(UTC)
+
+
+def create_order(event: Event, data: OrderCreated) -> OrderState:
+    """The state an `order.created` event starts."""
+    items = _sorted({item.id: item for item in data.items})
+    return OrderState(
+        tenant=event.tenant,
+        id=event.aggregate_id,
+        seq=event.seq,
+        type=data.type,
+        status="draft",
+        payment_status="pending",
+        currency=data.currency,
+        order_number=data.order_number,
+        event_key=data.event_key,
+        participant_id=data.participant_id,
+        location_id=data.location_id,
+        scheduled_at=_utc(data.scheduled_at) if data.scheduled_at else None,
+        duration=data.duration,
+        notes=data.notes,
+        items=items,
+        submitted_at=None,
+        confirmed_at=None,
+        cancelled_at=None,
+        cancellation_reason=None,
+        created_at=_utc(event.at),
+        updated_at=_utc(event.at),
+    )
+
+
+def _sorted(items: dict[int, Item]) -> tuple[Item, ...]:
+    return tuple(items[k] for k in sorted(items))
+
+
+def _item_changes(data: ItemUpdated) -> dict[str, Any]:
+    names = ("name", "quantity", "unit_price", "tax_rate", "service_id")
+    return {n: getattr(data, n) for n in names if getattr(data, n) is not UNSET}
+
+
+def _detail_changes(data: DetailsChanged) -> dict[str, Any]:
+    changes = {n: getattr(data, n) for n in data.__struct_fields__}
+    changes = {n: v for n, v in changes.items() if v is not UNSET}
+    if changes.get("scheduled_at") is not None:
+        changes["scheduled_at"] = _utc(changes["scheduled_at"])
+    return changes
+
+
+def apply_order_event(state: OrderState, event: Event) -> OrderState:
+    """The order after one event (not `order.created`); unknown types only advance seq."""
+    at = _utc(event.at)
+    changes: dict[str, Any] = {}
+    match event.data:
+        case ItemAdded(item=item):
+            items = {i.id: i for i in state.items} | {item.id: item}
+            changes["items"] = _sorted(items)
+        case ItemUpdated(item_id=item_id) as data:
+            items = {i.id: i for i in state.items}
+            if item_id in items:
+                items[item_id] = replace(items[item_id], **_item_changes(data))
+                changes["items"] = _sorted(items)
+        case ItemRemoved(item_id=item_id):
+            changes["items"] = tuple(i for i in state.items if i.id != item_id)
+        case DetailsChanged() as data:
+            changes = _detail_changes(data)
+        case Submitted(order_number=number):
+            changes = {"status": "pending", "submitted_at": at}
+            if number is not None:
+                changes["order_number"] = number
+        case Cancelled(reason=reason):
+            changes = {"status": "cancelled", "cancelled_at": at, "cancellation_reason": reason}
+        case PaymentStatusChanged(payment_status=payment_status):
+            changes["payment_status"] = payment_status
+        case _:
+            changes = _STATUS_EVENTS.get(event.type, lambda _at: {})(at)
+    return replace(state, seq=event.seq, updated_at=at, **changes)
+
+
+_STATUS_EVENTS = {
+    "order.confirmed": lambda at: {"status": "confirmed", "confirmed_at": at},
+    "order.started": lambda at: {"status": "in_progress"},
+    "order.completed": lambda at: {"status": "completed"},
+}
+
+
+def apply_participant_event(state: ParticipantState | None, event: Event) -> ParticipantState:
+    """The participant after one event; unknown types only advance seq."""
+    at = _utc(event.at)
+    if isinstance(event.data, ParticipantUpserted):
+        return ParticipantState(
+            event.tenant, event.aggregate_id, event.seq, event.data.name, event.data.email, at
+        )
+    if state is None:
+        # An unknown participant.* type as the first event: the participant exists, unnamed.
+        return ParticipantState(event.tenant, event.aggregate_id, event.seq, None, None, at)
+    return replace(state, seq=event.seq, updated_at=at)
+
+
+# ---- one aggregate, one batch ----------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """What a batch does: states to write and the fate of each event (by its key)."""
+
+    orders: dict[tuple[str, int], OrderState] = field(default_factory=dict)
+    participants: dict[tuple[str, int], ParticipantState] = field(default_factory=dict)
+    applied: list[Any] = field(default_factory=list)
+    duplicates: list[Any] = field(default_factory=list)
+    held: list[Any] = field(default_factory=list)
+    unknown_types: int = 0
+
+
+def fold_order(state: OrderState | None, seq: int, event: Event) -> OrderState | None:
+    """The order after `event` when it is the next one; None when it is a gap."""
+    if event.seq != seq + 1:
+        return None
+    if state is None:
+        if not isinstance(event.data, OrderCreated):
+            return None  # an order.* event for an order that does not exist yet waits
+        return create_order(event, event.data)
+    if isinstance(event.data, OrderCreated):
+        return replace(state, seq=event.seq, updated_at=_utc(event.at))
+    return apply_order_event(state, event)
+
+
+def plan_batch(
+    events: list[tuple[Any, Event]],
+    orders: dict[tuple[str, int], OrderState],
+    participants: dict[tuple[str, int], ParticipantState],
+) -> Plan:
+    """Fold a batch of (key, event) onto the stored states, aggregate by aggregate, in seq order."""
+    plan = Plan()
+    by_aggregate: dict[tuple[str, str, int], list[tuple[Any, Event]]] = defaultdict(list)
+    for key, event in events:
+        by_aggregate[event.aggregate].append((key, event))
+    for (tenant, kind, agg_id), group in by_aggregate.items():
+        group.sort(key=lambda pair: pair[1].seq)
+        ident = (tenant, agg_id)
+        if kind == "order":
+            state = orders.get(ident)
+            seq = state.seq if state else 0
+            step = fold_order
+            target = plan.orders
+        else:
+            state = participants.get(ident)
+            seq = state.seq if state else 0
+            step = _fold_participant
+            target = plan.participants
+        changed = False
+        for key, event in group:
+            if event.seq <= seq:
+                plan.duplicates.append(key)
+                continue
+            new = step(state, seq, event)
+            if new is None:
+                plan.held.append(key)
+                continue
+            state, seq, changed = new, new.seq, True
+            plan.applied.append(key)
+            plan.unknown_types += event.type not in PAYLOADS
+        if changed:
+            target[ident] = state
+    return plan
+
+
+def _fold_participant(
+    state: ParticipantState | None, seq: int, event: Event
+) -> ParticipantState | None:
+    if event.seq != seq + 1:
+        return None
+    return apply_participant_event(state, event)

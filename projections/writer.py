@@ -1,0 +1,222 @@
+"""Apply a batch of events to PostgreSQL: one transaction, set-based statements, no per-event trip.
+
+Concurrency: several projectors may write the same aggregates (a reclaim, a duplicate delivery).
+Every upsert keeps the state with the highest seq, and each state is a fold of the true prefix of
+its aggregate, so the race is harmless. Participant rows are locked before order rows, in key
+order, so a rename and an order naming that participant serialize and the copy is never stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from projections.documents import render_order, render_participant
+from projections.events import Event
+from projections.fold import OrderState, ParticipantState, Plan, plan_batch
+from projections.tables import ORDERS, PARTICIPANTS
+
+log = logging.getLogger("orderview.writer")
+
+_state_encoder = msgspec.msgpack.Encoder()
+_order_decoder = msgspec.msgpack.Decoder(OrderState)
+
+_LOAD_ORDERS = f"""
+SELECT state FROM {ORDERS}
+WHERE (tenant, id) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))
+"""
+_LOAD_PARTICIPANTS = f"""
+SELECT tenant, id, seq, name, email, updated_at FROM {PARTICIPANTS}
+WHERE seq > 0 AND (tenant, id) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))
+"""
+_UPSERT_PARTICIPANTS = f"""
+INSERT INTO {PARTICIPANTS} AS p
+    (tenant, id, seq, name, email, updated_at, participant_v1, customer_v2)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
+                     $6::timestamptz[], $7::bytea[], $8::bytea[])
+ON CONFLICT (tenant, id) DO UPDATE SET
+    seq = EXCLUDED.seq, name = EXCLUDED.name, email = EXCLUDED.email,
+    updated_at = EXCLUDED.updated_at, participant_v1 = EXCLUDED.participant_v1,
+    customer_v2 = EXCLUDED.customer_v2
+WHERE p.seq < EXCLUDED.seq
+"""
+# Orders may name participants with no event yet: a placeholder row (seq 0) gives the lock a row.
+_PLACEHOLDERS = f"""
+INSERT INTO {PARTICIPANTS} (tenant, id)
+SELECT * FROM unnest($1::text[], $2::bigint[]) ORDER BY 1, 2
+ON CONFLICT DO NOTHING
+"""
+_LOCK_PARTICIPANTS = f"""
+SELECT 1 FROM {PARTICIPANTS}
+WHERE (tenant, id) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))
+ORDER BY tenant, id FOR SHARE
+"""
+# The fan-out: a participant's change reaches every order that names it, in this transaction.
+_FAN_OUT = f"""
+UPDATE {ORDERS} o SET participant_name = p.name, participant_email = p.email,
+    participant_v1 = p.participant_v1, customer_v2 = p.customer_v2
+FROM {PARTICIPANTS} p
+WHERE (p.tenant, p.id) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))
+  AND o.tenant = p.tenant AND o.participant_id = p.id
+"""
+_ORDER_COLUMNS = [
+    "tenant",
+    "id",
+    "seq",
+    "type",
+    "status",
+    "payment_status",
+    "currency",
+    "order_number",
+    "event_key",
+    "participant_id",
+    "location_id",
+    "scheduled_at",
+    "duration",
+    "subtotal",
+    "tax_total",
+    "total",
+    "submitted_at",
+    "confirmed_at",
+    "cancelled_at",
+    "created_at",
+    "updated_at",
+    "state",
+    "doc_v1",
+    "items_v1",
+    "doc_v2",
+]
+_ORDER_TYPES = [
+    "text",
+    "bigint",
+    "bigint",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "bigint",
+    "text",
+    "timestamptz",
+    "integer",
+    "numeric",
+    "numeric",
+    "numeric",
+    "timestamptz",
+    "timestamptz",
+    "timestamptz",
+    "timestamptz",
+    "timestamptz",
+    "bytea",
+    "bytea",
+    "bytea",
+    "bytea",
+]
+_UPSERT_ORDERS = f"""
+INSERT INTO {ORDERS} AS o ({", ".join(_ORDER_COLUMNS)},
+    participant_name, participant_email, participant_v1, customer_v2)
+SELECT u.*, p.name, p.email,
+       coalesce(p.participant_v1, 'null'::bytea),
+       coalesce(p.customer_v2, '"customerName":null,"customerEmail":null'::bytea)
+FROM unnest({", ".join(f"${n}::{t}[]" for n, t in enumerate(_ORDER_TYPES, 1))})
+     AS u ({", ".join(_ORDER_COLUMNS)})
+LEFT JOIN {PARTICIPANTS} p ON p.tenant = u.tenant AND p.id = u.participant_id
+ON CONFLICT (tenant, id) DO UPDATE SET
+    {", ".join(f"{c} = EXCLUDED.{c}" for c in _ORDER_COLUMNS[2:])},
+    participant_name = EXCLUDED.participant_name, participant_email = EXCLUDED.participant_email,
+    participant_v1 = EXCLUDED.participant_v1, customer_v2 = EXCLUDED.customer_v2
+WHERE o.seq < EXCLUDED.seq
+"""
+
+# Errors after which the same batch is simply tried again.
+RETRYABLE = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.UniqueViolationError,
+)
+
+
+async def load_states(
+    conn: asyncpg.Connection, events: Sequence[Event]
+) -> tuple[dict[tuple[str, int], OrderState], dict[tuple[str, int], ParticipantState]]:
+    """The stored states of every aggregate the events touch."""
+    order_keys = {(e.tenant, e.aggregate_id) for e in events if e.kind == "order"}
+    part_keys = {(e.tenant, e.aggregate_id) for e in events if e.kind == "participant"}
+    orders: dict[tuple[str, int], OrderState] = {}
+    participants: dict[tuple[str, int], ParticipantState] = {}
+    if order_keys:
+        for row in await conn.fetch(_LOAD_ORDERS, *_columns(order_keys, 2)):
+            state = _order_decoder.decode(row[0])
+            orders[(state.tenant, state.id)] = state
+    if part_keys:
+        for row in await conn.fetch(_LOAD_PARTICIPANTS, *_columns(part_keys, 2)):
+            participants[(row[0], row[1])] = ParticipantState(*row)
+    return orders, participants
+
+
+def _columns(rows, width: int) -> list[list[Any]]:
+    """Rows to the column arrays that unnest() takes."""
+    rows = sorted(rows)
+    return [[r[i] for r in rows] for i in range(width)] if rows else [[] for _ in range(width)]
+
+
+def _order_row(state: OrderState) -> tuple:
+    docs = render_order(state)
+    return (
+        state.tenant, state.id, state.seq, state.type, state.status, state.payment_status,
+        state.currency, state.order_number, state.event_key, state.participant_id,
+        state.location_id, state.scheduled_at, state.duration, docs.subtotal, docs.tax_total,
+        docs.total, state.submitted_at, state.confirmed_at, state.cancelled_at,
+        state.created_at, state.updated_at, _state_encoder.encode(state),
+        docs.doc_v1, docs.items_v1, docs.doc_v2,
+    )  # fmt: skip
+
+
+def _participant_row(state: ParticipantState) -> tuple:
+    docs = render_participant(state)
+    return (
+        state.tenant, state.id, state.seq, state.name, state.email, state.updated_at,
+        docs.participant_v1, docs.customer_v2,
+    )  # fmt: skip
+
+
+async def write_plan(conn: asyncpg.Connection, plan: Plan) -> None:
+    """Write a plan's states inside the caller's transaction: participants first, then orders."""
+    if plan.participants:
+        rows = [_participant_row(s) for s in plan.participants.values()]
+        await conn.execute(_UPSERT_PARTICIPANTS, *_columns(rows, 8))
+    named = {(s.tenant, s.participant_id) for s in plan.orders.values() if s.participant_id}
+    if named:
+        keys = _columns(named, 2)
+        await conn.execute(_PLACEHOLDERS, *keys)
+        await conn.execute(_LOCK_PARTICIPANTS, *keys)
+    if plan.participants:
+        await conn.execute(_FAN_OUT, *_columns(plan.participants.keys(), 2))
+    if plan.orders:
+        rows = [_order_row(s) for s in plan.orders.values()]
+        await conn.execute(_UPSERT_ORDERS, *_columns(rows, len(_ORDER_COLUMNS)))
+
+
+async def apply_batch(
+    pool: asyncpg.Pool, events: list[tuple[Any, Event]], attempts: int = 5
+) -> Plan:
+    """Fold and write a batch in one transaction; retry it whole on a deadlock or a race."""
+    for attempt in range(1, attempts + 1):
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                orders, participants = await load_states(conn, [e for _, e in events])
+                plan = plan_batch(events, orders, participants)
+                await write_plan(conn, plan)
+            return plan
+        except RETRYABLE as exc:
+            if attempt == attempts:
+                raise
+            log.warning("batch conflicted, retrying", extra={"error": str(exc), "attempt": attempt})
+            await asyncio.sleep(0.01 * attempt)
+    raise AssertionError("unreachable")

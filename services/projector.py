@@ -1,0 +1,58 @@
+"""The projector process: one StreamConsumer task per configured stream, stopped by a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from prometheus_client import start_http_server
+
+from orderview.db import create_pool, create_redis
+from orderview.settings import Settings
+from projections.consumer import Options, StreamConsumer
+
+log = logging.getLogger("orderview.projector")
+
+
+def options_from(settings: Settings) -> Options:
+    """The consumer options the settings describe."""
+    return Options(
+        group=settings.consumer_group,
+        consumer=settings.consumer,
+        batch_size=settings.batch_size,
+        block_ms=settings.block_ms,
+        gap_timeout=settings.gap_timeout,
+        claim_idle_ms=settings.claim_idle_ms,
+    )
+
+
+async def run_projector(settings: Settings, stopping: asyncio.Event | None = None) -> None:
+    """Project every configured stream until SIGTERM/SIGINT (or `stopping`), then exit cleanly."""
+    if stopping is None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    pool = await create_pool(
+        settings.require("database_url"), name="projector", max_size=len(settings.streams) + 1
+    )
+    client = create_redis(settings.require("redis_url"))
+    options = options_from(settings)
+    consumers = [StreamConsumer(client, pool, s, options) for s in settings.streams]
+    log.info(
+        "projector started",
+        extra={
+            "streams": list(settings.streams),
+            "group": options.group,
+            "consumer": options.consumer,
+        },
+    )
+    try:
+        await asyncio.gather(*(c.run(stopping) for c in consumers))
+    finally:
+        await client.aclose()
+        await pool.close()
+    log.info("projector stopped")
