@@ -239,7 +239,8 @@ def decode_event(raw: bytes | str | None) -> Event:
 
 
 def _in_data(exc: Exception) -> str:
-    return str(exc).replace("`$", "`$.data")
+    message = str(exc)
+    return message.replace("`$", "`$.data") if "`$" in message else f"{message} - at `$.data`"
 
 
 def shard_key(tenant: str, kind: str, aggregate_id: int) -> bytes:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 
 import asyncpg
 import redis.asyncio as redis
@@ -15,6 +17,9 @@ from projections.documents import splice
 from projections.tables import ORDERS
 from services.projector import run_projector
 from services.publish import publish
+
+# The `orderview` console command of the interpreter running the tests (PATH may not have it).
+ORDERVIEW = str(Path(sys.executable).with_name("orderview"))
 
 
 async def publish_lines(

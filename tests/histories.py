@@ -1,0 +1,209 @@
+"""Random event histories for the tests: valid per aggregate, interleaved, with faults on demand."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+STATUS_EVENTS = [
+    "order.submitted",
+    "order.confirmed",
+    "order.started",
+    "order.completed",
+    "order.cancelled",
+]
+NAMES = ["John Doe", "Ana María", "Zoë", "李雷", "O'Brien", "x"]
+PRICES = ["75.00", 19.99, "100", 12.5, "0.01", "1234.56", "9999999.99", 5]
+RATES = ["0.0875", "0", 0.2, "0.055", "0.125", "1", "0.19", "0.333333"]
+
+
+@dataclass
+class History:
+    """Valid events in publish order, and poison lines (raw strings) kept apart."""
+
+    events: list[dict] = field(default_factory=list)
+    poison: list[str] = field(default_factory=list)
+
+    def lines(self, rng: random.Random | None = None) -> list[str]:
+        """Every line to publish: events in order, poison scattered among them."""
+        lines = [json.dumps(e) for e in self.events]
+        rng = rng or random.Random(0)
+        for p in self.poison:
+            lines.insert(rng.randrange(len(lines) + 1), p)
+        return lines
+
+
+def _at(base: datetime, minutes: int) -> str:
+    return (base + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _item(rng: random.Random, item_id: int) -> dict:
+    item = {
+        "id": item_id,
+        "name": rng.choice(NAMES),
+        "quantity": rng.randint(1, 9),
+        "unit_price": rng.choice(PRICES),
+    }
+    if rng.random() < 0.7:
+        item["tax_rate"] = rng.choice(RATES)
+    if rng.random() < 0.6:
+        item["service_id"] = f"svc_{rng.randint(1, 50)}"
+    return item
+
+
+def _order_payloads(rng: random.Random, participants: int) -> list[tuple[str, dict]]:
+    """The (type, data) sequence of one order's life."""
+    created = {
+        "type": rng.choice(["booking", "sale", "enquiry"]),
+        "currency": rng.choice(["USD", "EUR", "GBP"]),
+    }
+    if rng.random() < 0.8:
+        created["participant_id"] = rng.randint(1, participants)
+    if rng.random() < 0.5:
+        created["order_number"] = f"SO-{rng.randint(1, 99999):05d}"
+    if rng.random() < 0.5:
+        created["event_key"] = rng.choice(["expo-2025", "summit-2024"])
+    if rng.random() < 0.5:
+        created["location_id"] = rng.choice(["loc_a1", "loc_b2", "LOC_Z"])
+    if rng.random() < 0.6:
+        created["scheduled_at"] = f"2024-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}T10:00:00Z"
+        created["duration"] = rng.choice([15, 30, 60])
+    next_item = rng.randint(0, 3)
+    created["items"] = [_item(rng, i) for i in range(1, next_item + 1)]
+    life: list[tuple[str, dict]] = [("order.created", created)]
+    for _ in range(rng.randint(0, 8)):
+        roll = rng.random()
+        if roll < 0.3:
+            next_item += 1
+            life.append(("order.item_added", {"item": _item(rng, next_item)}))
+        elif roll < 0.4:
+            change = {"item_id": rng.randint(1, next_item + 1), "quantity": rng.randint(1, 5)}
+            if rng.random() < 0.5:
+                change["unit_price"] = rng.choice(PRICES)
+            life.append(("order.item_updated", change))
+        elif roll < 0.5:
+            life.append(("order.item_removed", {"item_id": rng.randint(1, next_item + 1)}))
+        elif roll < 0.6:
+            details = rng.choice(
+                [
+                    {"notes": "call first"},
+                    {"participant_id": rng.randint(1, participants)},
+                    {"location_id": None},
+                    {"order_number": "so-1"},
+                ]
+            )
+            life.append(("order.details_changed", details))
+        elif roll < 0.85:
+            kind = rng.choice(STATUS_EVENTS)
+            data = (
+                {"reason": "customer request"}
+                if kind == "order.cancelled" and rng.random() < 0.5
+                else {}
+            )
+            if kind == "order.submitted" and rng.random() < 0.5:
+                data = {"order_number": f"SO-{rng.randint(1, 99999):05d}"}
+            life.append((kind, data))
+        elif roll < 0.95:
+            life.append(
+                (
+                    "order.payment_status_changed",
+                    {"payment_status": rng.choice(["paid", "refunded", "failed", "pending"])},
+                )
+            )
+        else:
+            life.append(("order.flagged_for_review", {"by": "fraud-check"}))
+    return life
+
+
+def generate(
+    seed: int, *, tenants: int = 2, orders: int = 50, participants: int = 10, renames: int = 2
+) -> History:
+    """A valid history: each aggregate's events in seq order, aggregates interleaved at random."""
+    rng = random.Random(seed)
+    base = datetime(2024, 1, 1, tzinfo=UTC)
+    lives: list[list[dict]] = []
+    counter = 0
+    for t in range(tenants):
+        tenant = f"tenant-{t}"
+        for pid in range(1, participants + 1):
+            life = []
+            for _ in range(1 + rng.randint(0, renames)):
+                data = {
+                    "name": rng.choice(NAMES) + f" {pid}",
+                    "email": rng.choice([f"p{pid}@example.com", None]),
+                }
+                life.append(("participant.upserted", data))
+            lives.append(_stamp(tenant, pid, life))
+        for oid in range(1, orders + 1):
+            lives.append(_stamp(tenant, oid, _order_payloads(rng, participants)))
+    events: list[dict] = []
+    cursors = [0] * len(lives)
+    live = [i for i in range(len(lives))]
+    while live:
+        i = rng.choice(live)
+        event = lives[i][cursors[i]]
+        counter += 1
+        event["id"] = f"evt_{counter}"
+        event["at"] = _at(base, counter)
+        events.append(event)
+        cursors[i] += 1
+        if cursors[i] == len(lives[i]):
+            live.remove(i)
+    return History(events)
+
+
+def _stamp(tenant: str, aggregate_id: int, life: list[tuple[str, dict]]) -> list[dict]:
+    return [
+        {
+            "id": "",
+            "type": t,
+            "tenant": tenant,
+            "aggregate_id": aggregate_id,
+            "seq": seq,
+            "at": "",
+            "data": data,
+        }
+        for seq, (t, data) in enumerate(life, 1)
+    ]
+
+
+POISON_LINES = [
+    "not json at all",
+    "[1, 2, 3]",
+    '{"id": "p1", "type": "invoice.created", "tenant": "acme", "aggregate_id": 1, "seq": 1, "at": "2024-01-01T00:00:00Z", "data": {}}',
+    '{"id": "p2", "type": "order.created", "tenant": "ACME", "aggregate_id": 1, "seq": 1, "at": "2024-01-01T00:00:00Z", "data": {"type": "sale", "currency": "USD"}}',
+    '{"id": "p3", "type": "order.created", "tenant": "acme", "aggregate_id": 0, "seq": 1, "at": "2024-01-01T00:00:00Z", "data": {"type": "sale", "currency": "USD"}}',
+    '{"id": "p4", "type": "order.created", "tenant": "acme", "aggregate_id": 9, "seq": 1, "at": "yesterday", "data": {"type": "sale", "currency": "USD"}}',
+    '{"id": "p5", "type": "order.created", "tenant": "acme", "aggregate_id": 9, "seq": 1, "at": "2024-01-01T00:00:00Z", "data": {"type": "sale", "currency": "usd"}}',
+    '{"id": "p6", "type": "order.created", "tenant": "acme", "aggregate_id": 9, "seq": 1, "at": "2024-01-01T00:00:00Z", "data": {"type": "sale", "currency": "USD", "items": [{"id": 1, "name": "x", "quantity": 1, "unit_price": "1.001"}]}}',
+    '{"id": "p7", "type": "order.created", "tenant": "acme", "aggregate_id": 9, "seq": 1, "at": "2024-01-01T00:00:00Z", "data": {"type": "sale", "currency": "USD", "items": [{"id": 1, "name": "x", "quantity": 0, "unit_price": "1"}]}}',
+    '{"id": "p8", "type": "participant.upserted", "tenant": "acme", "aggregate_id": 9, "seq": 1, "at": "2024-01-01T00:00:00Z", "data": {}}',
+    '{"id": "p9", "type": "order.item_added", "tenant": "acme", "aggregate_id": 9, "seq": 2, "at": "2024-01-01T00:00:00Z", "data": {"item": {"id": 1, "name": "x", "quantity": 1, "unit_price": "1", "tax_rate": "2"}}}',
+    '{"type": "order.created"}',
+]  # fmt: skip
+
+
+def with_faults(
+    history: History, seed: int, *, duplicates: float = 0.1, swaps: float = 0.05, poison: int = 0
+) -> History:
+    """The same history with redelivered duplicates, adjacent same-aggregate swaps (gaps that
+    fill) and poison lines; the independent model of the result equals that of the original."""
+    rng = random.Random(seed)
+    events = list(history.events)
+    for i in range(len(events) - 1, 0, -1):
+        if rng.random() < swaps:
+            a = _key(events[i])
+            j = next((j for j in range(i - 1, max(i - 20, -1), -1) if _key(events[j]) == a), None)
+            if j is not None:
+                events[i], events[j] = events[j], events[i]
+    for event in list(events):
+        if rng.random() < duplicates:
+            events.insert(rng.randrange(len(events) + 1), event)
+    lines = [POISON_LINES[i % len(POISON_LINES)] for i in range(poison)]
+    return History(events, history.poison + lines)
+
+
+def _key(event: dict) -> tuple:
+    return (event["tenant"], event["type"].split(".")[0], event["aggregate_id"])

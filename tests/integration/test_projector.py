@@ -1,0 +1,250 @@
+"""The projector against real Redis and PostgreSQL: duplicates, gaps, poison, fan-out, shards."""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+import pytest
+
+from orderview.settings import load_settings
+from projections.tables import ORDERS
+from tests.histories import POISON_LINES, generate, with_faults
+from tests.model import differences, expected_state, table_state
+from tests.support import (
+    ORDERVIEW,
+    dead_letters,
+    project,
+    projector,
+    publish_lines,
+    service_orders,
+    wait_until_caught_up,
+)
+
+
+def ev(
+    type_: str,
+    agg: int,
+    seq: int,
+    data: dict | None = None,
+    tenant: str = "acme",
+    at: str | None = None,
+) -> str:
+    at = at or f"2024-01-01T00:{seq:02d}:00Z"
+    return json.dumps({"id": f"{type_}-{agg}-{seq}", "type": type_, "tenant": tenant, "aggregate_id": agg, "seq": seq, "at": at, "data": data or {}})  # fmt: skip
+
+
+CREATED = {"type": "sale", "currency": "EUR", "participant_id": 7, "items": [{"id": 1, "name": "x", "quantity": 2, "unit_price": "10.00", "tax_rate": "0.1"}]}  # fmt: skip
+
+
+async def test_a_random_history_with_duplicates_and_reorderings_matches_the_independent_model(
+    settings, pool, redis_client
+):
+    history = with_faults(
+        generate(11, tenants=3, orders=60, participants=10), 5, duplicates=0.2, swaps=0.1
+    )
+    await project(redis_client, settings, history.lines())
+    assert differences(expected_state(history.events), await table_state(pool)) == []
+
+
+async def test_a_gap_is_held_then_applied_when_its_predecessor_arrives(
+    settings, pool, redis_client
+):
+    async with projector(settings):
+        await publish_lines(
+            redis_client,
+            settings,
+            [ev("order.created", 1, 1, CREATED), ev("order.confirmed", 1, 3)],
+        )
+        await wait_until_caught_up(redis_client, settings, allowed=1)
+        assert (await pool.fetchval(f"SELECT status FROM {ORDERS} WHERE id = 1")) == "draft"
+        await publish_lines(redis_client, settings, [ev("order.submitted", 1, 2)])
+        await wait_until_caught_up(redis_client, settings)
+    row = await pool.fetchrow(f"SELECT status, seq, submitted_at FROM {ORDERS} WHERE id = 1")
+    assert (row["status"], row["seq"]) == ("confirmed", 3) and row["submitted_at"] is not None
+    assert await dead_letters(redis_client, settings.streams[0]) == []
+
+
+async def test_a_gap_still_open_after_the_timeout_is_dead_lettered_with_reason_gap(
+    env, pool, redis_client
+):
+    settings = load_settings({**env, "ORDERVIEW_GAP_TIMEOUT": "0.5"})
+    lines = [ev("order.created", 1, 1, CREATED), ev("order.confirmed", 1, 3)]
+    await project(redis_client, settings, lines)
+    dlq = await dead_letters(redis_client, settings.streams[0])
+    assert [d["event"] for d in dlq] == [lines[1]]
+    assert dlq[0]["error"].startswith("gap:") and dlq[0]["stream"] == settings.streams[0]
+    assert (await pool.fetchval(f"SELECT seq FROM {ORDERS} WHERE id = 1")) == 1
+
+
+async def test_every_poison_case_lands_in_the_dlq_with_a_readable_error_and_good_events_apply(
+    settings, pool, redis_client
+):
+    good = [ev("order.created", 1, 1, CREATED), ev("order.confirmed", 1, 2)]
+    lines = [good[0], *POISON_LINES, good[1]]
+    await publish_lines(redis_client, settings, lines)
+    await redis_client.xadd(settings.streams[0], {"other": "no event field"})
+    async with projector(settings):
+        await wait_until_caught_up(redis_client, settings)
+    dlq = await dead_letters(redis_client, settings.streams[0])
+    assert sorted(d["event"] for d in dlq) == sorted([*POISON_LINES, ""])
+    for entry in dlq:
+        assert (
+            len(entry["error"]) > 10
+            and entry["entry_id"]
+            and entry["stream"] == settings.streams[0]
+        )
+    assert (await pool.fetchval(f"SELECT status FROM {ORDERS} WHERE id = 1")) == "confirmed"
+
+
+async def test_an_order_created_before_its_participant_shows_the_participant_once_it_arrives(
+    settings, pool, redis_client
+):
+    async with projector(settings):
+        await publish_lines(redis_client, settings, [ev("order.created", 1, 1, CREATED)])
+        await wait_until_caught_up(redis_client, settings)
+        before = (await service_orders(pool, "acme"))[1]
+        assert before["participant"] is None and before["event_participant_id"] == 7
+        await publish_lines(
+            redis_client,
+            settings,
+            [ev("participant.upserted", 7, 1, {"name": "Ann", "email": "a@x"})],
+        )
+        await wait_until_caught_up(redis_client, settings)
+    after = (await service_orders(pool, "acme"))[1]
+    assert after["participant"] == {"id": 7, "name": "Ann", "email": "a@x"}
+
+
+async def test_a_rename_reaches_every_order_of_the_participant_in_both_dialects(
+    settings, pool, redis_client
+):
+    lines = [ev("participant.upserted", 7, 1, {"name": "Ann", "email": "a@x"})]
+    lines += [ev("order.created", i, 1, CREATED) for i in range(1, 6)]
+    lines += [ev("order.created", 9, 1, {**CREATED, "participant_id": 8})]
+    lines += [ev("participant.upserted", 7, 2, {"name": "Ann Lee", "email": None})]
+    await project(redis_client, settings, lines)
+    docs = await service_orders(pool, "acme")
+    assert {docs[i]["participant"]["name"] for i in range(1, 6)} == {"Ann Lee"}
+    assert docs[9]["participant"] is None
+    rows = await pool.fetch(f"SELECT customer_v2 FROM {ORDERS} WHERE participant_id = 7")
+    assert {r[0] for r in rows} == {b'"customerName":"Ann Lee","customerEmail":null'}
+
+
+async def test_the_same_ids_in_two_tenants_are_two_different_orders(settings, pool, redis_client):
+    lines = [
+        ev("order.created", 1, 1, CREATED, tenant="a"),
+        ev("order.created", 1, 1, {**CREATED, "currency": "USD"}, tenant="b"),
+    ]
+    await project(redis_client, settings, lines)
+    rows = await pool.fetch(f"SELECT tenant, currency FROM {ORDERS} ORDER BY tenant")
+    assert [tuple(r) for r in rows] == [("a", "EUR"), ("b", "USD")]
+
+
+async def test_sharded_streams_are_all_read_and_each_aggregate_stays_on_its_shard(
+    env, pool, redis_client
+):
+    streams = ",".join(f"{env['ORDERVIEW_STREAMS']}:{i}" for i in range(4))
+    settings = load_settings({**env, "ORDERVIEW_STREAMS": streams})
+    history = generate(3, tenants=2, orders=40, participants=6)
+    await project(redis_client, settings, history.lines())
+    lengths = [await redis_client.xlen(s) for s in settings.streams]
+    assert all(n > 0 for n in lengths) and sum(lengths) == len(history.events)
+    assert differences(expected_state(history.events), await table_state(pool)) == []
+
+
+async def test_an_event_published_before_the_group_exists_is_applied(settings, pool, redis_client):
+    await publish_lines(redis_client, settings, [ev("order.created", 1, 1, CREATED)])
+    assert await redis_client.exists(settings.streams[0])
+    async with projector(settings):
+        await wait_until_caught_up(redis_client, settings)
+    assert await pool.fetchval(f"SELECT count(*) FROM {ORDERS}") == 1
+
+
+async def test_a_value_postgresql_refuses_is_dead_lettered_and_the_rest_of_the_batch_applies(
+    settings, pool, redis_client
+):
+    # 1000 distinct four-byte characters: valid per the contract, too wide for a btree entry.
+    wide = {**CREATED, "order_number": "".join(chr(0x20000 + i * 37) for i in range(1000))}
+    lines = [
+        ev("order.created", 1, 1, CREATED),
+        ev("order.created", 2, 1, wide),
+        ev("order.created", 3, 1, CREATED),
+    ]
+    await project(redis_client, settings, lines)
+    assert sorted(r[0] for r in await pool.fetch(f"SELECT id FROM {ORDERS}")) == [1, 3]
+    dlq = await dead_letters(redis_client, settings.streams[0])
+    assert [d["event"] for d in dlq] == [lines[1]] and "refused by database" in dlq[0]["error"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        pytest.param("ORDERVIEW_BATCH_SIZE", "many", id="not-a-number"),
+        pytest.param("ORDERVIEW_BATCH_SIZE", "0", id="out-of-range"),
+        pytest.param("ORDERVIEW_GAP_TIMEOUT", "-1", id="negative-timeout"),
+        pytest.param("ORDERVIEW_LOG_LEVEL", "LOUD", id="unknown-level"),
+    ],
+)
+def test_a_malformed_setting_is_named_in_one_line_and_exits_2(subprocess_env, variable, value):
+    import subprocess
+
+    proc = subprocess.run(
+        [ORDERVIEW, "projector"],
+        env={**subprocess_env, variable: value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.count("\n") == 1 and variable in proc.stderr and "Traceback" not in proc.stderr
+    )
+
+
+@pytest.mark.parametrize("variable", ["ORDERVIEW_DATABASE_URL", "ORDERVIEW_REDIS_URL"])
+def test_a_missing_required_setting_is_named_in_one_line_and_exits_2(subprocess_env, variable):
+    import subprocess
+
+    env = {k: v for k, v in subprocess_env.items() if k != variable}
+    proc = subprocess.run(
+        [ORDERVIEW, "projector"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"orderview: {variable} is not set: this command needs it"
+
+
+def test_publish_reports_lines_that_are_not_json_with_their_number_and_skips_them(
+    subprocess_env, tmp_path
+):
+    import subprocess
+
+    path = tmp_path / "events.jsonl"
+    path.write_text(
+        ev("order.created", 1, 1, CREATED) + "\n{oops\n" + ev("order.confirmed", 1, 2) + "\n"
+    )
+    proc = subprocess.run(
+        [ORDERVIEW, "publish", str(path)],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"{path}:2: not JSON" in proc.stderr
+    assert proc.stdout.strip().endswith("published 2 event(s)")
+
+
+def test_logs_are_one_json_object_a_line_off_a_terminal(subprocess_env, tmp_path):
+    import subprocess
+
+    path = tmp_path / "events.jsonl"
+    path.write_text(ev("order.created", 1, 1, CREATED) + "\n")
+    proc = subprocess.run(
+        [ORDERVIEW, "publish", str(path)],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    records = [msgspec.json.decode(line) for line in proc.stderr.splitlines() if line.strip()]
+    assert records and all({"ts", "level", "logger", "msg"} <= set(r) for r in records)
