@@ -141,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=".orderview", help="where embedded data lives")
     p.add_argument("--reset", action="store_true", help="wipe the data folder first")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--port", type=int, default=None, help="API port (default 8000, else a free one)"
+    )
     return parser
 
 

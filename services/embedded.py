@@ -17,6 +17,7 @@ import fcntl
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -66,7 +67,8 @@ def free_port(preferred: int | None = None) -> int:
     raise EmbeddedError("no free TCP port on 127.0.0.1")
 
 
-def _die_with_parent(sig: int) -> None:
+def die_with_parent(sig: int) -> None:
+    """Ask the kernel to send `sig` when our parent exits (a Popen preexec_fn)."""
     # Runs in the child after setuid (which would clear it), before exec.
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(sig))
 
@@ -193,6 +195,19 @@ class EmbeddedStack:
             os.close(self._lock_fd)
             self._lock_fd = None
 
+    @staticmethod
+    def wipe(folder: Path) -> None:
+        """Delete the folder and its data, unless a running stack holds it."""
+        folder = Path(folder)
+        if not folder.exists():
+            return
+        probe = EmbeddedStack(folder)
+        probe._lock()
+        try:
+            shutil.rmtree(folder)
+        finally:
+            probe.stop()
+
     def __enter__(self) -> EmbeddedStack:
         self.start()
         return self
@@ -230,7 +245,7 @@ class EmbeddedStack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=lambda: _die_with_parent(sig),
+                preexec_fn=lambda: die_with_parent(sig),
                 **kwargs,
             )
         finally:
@@ -270,8 +285,6 @@ class EmbeddedStack:
 
     def _initdb(self, bin_dir: Path, account: _Account, as_user: dict) -> None:
         if self.pgdata.exists():  # a half-made folder from an interrupted first start
-            import shutil
-
             shutil.rmtree(self.pgdata)
         self.pgdata.mkdir(mode=0o700)
         os.chown(self.pgdata, account.uid, account.gid)
