@@ -1,0 +1,215 @@
+"""A deterministic, realistic history of order events for the benchmarks.
+
+Orders are created with items, then changed (items added, updated, removed; details; payment
+status) and walked through their statuses; participants are created and renamed, some after the
+orders that name them. Every event follows `events.md`: per-aggregate seq from 1 without gaps.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+
+TENANTS = ("acme", "globex", "initech", "umbrella-eu")
+SERVICES = [f"svc_{n:03d}" for n in range(40)]
+NAMES = ["Consultation", "Haircut", "Massage", "Repair", "Cleaning", "Lesson", "Checkup", "Fitting"]
+FIRST = ["John", "Jane", "Ana", "Li", "Omar", "Sara", "Ivan", "Mia", "Noah", "Emma", "Yuki", "Lena"]
+LAST = ["Doe", "Smith", "Garcia", "Chen", "Khan", "Müller", "Rossi", "Kim", "Silva", "Novak"]
+TAX_RATES = [None, "0", "0.0875", "0.19", "0.07", "0.2", "0.055"]
+NEXT_STATUS = {"draft": "order.submitted", "pending": "order.confirmed"}
+NEXT_STATUS |= {"confirmed": "order.started", "in_progress": "order.completed"}
+
+# Relative frequency of each kind of step.
+MIX = {
+    "order.created": 14,
+    "order.item_added": 10,
+    "order.item_updated": 10,
+    "order.item_removed": 4,
+    "order.details_changed": 6,
+    "status": 23,
+    "order.cancelled": 2,
+    "order.payment_status_changed": 8,
+    "participant.new": 2,
+    "participant.rename": 3,
+}
+
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True)
+class Generated:
+    """One event as published (`line`) and the aggregate position it brings the read model to."""
+
+    line: bytes
+    tenant: str
+    kind: str
+    aggregate_id: int
+    seq: int
+
+
+@dataclass(eq=False)  # identity: `list.remove` finds the very order
+class _Order:
+    tenant: str
+    id: int
+    status: str = "draft"
+    items: list[int] = field(default_factory=list)
+    next_item: int = 1
+
+
+class Workload:
+    """An endless, seeded stream of valid events across a few tenants."""
+
+    def __init__(self, seed: int = 42, active_orders: int = 4000):
+        self.rng = random.Random(seed)
+        self.seqs: dict[tuple[str, str, int], int] = {}
+        self.active: list[_Order] = []
+        self.active_limit = active_orders
+        self.next_order = dict.fromkeys(TENANTS, 1)
+        self.participants = dict.fromkeys(TENANTS, 0)  # ids 1..n have had an event
+        self.clock = datetime(2024, 1, 1, 8, tzinfo=UTC)
+        self.count = 0
+        self._kinds = list(MIX)
+        self._cumulative = list(itertools.accumulate(MIX.values()))
+
+    def events(self, n: int) -> Iterator[Generated]:
+        """The next n events."""
+        for _ in range(n):
+            yield self.next()
+
+    def next(self) -> Generated:
+        """The next event."""
+        self.count += 1
+        self.clock += timedelta(milliseconds=self.rng.randint(10, 2000))
+        step = self.rng.choices(self._kinds, cum_weights=self._cumulative)[0]
+        if step.startswith("participant."):
+            return self._participant(new=step == "participant.new")
+        if step == "order.created" or not self.active:
+            return self._create()
+        order = self.active[self.rng.randrange(len(self.active))]
+        return self._order_event(order, step)
+
+    # ---- events ------------------------------------------------------------------------
+
+    def _envelope(self, type_: str, tenant: str, kind: str, agg: int, data: dict) -> Generated:
+        key = (tenant, kind, agg)
+        seq = self.seqs.get(key, 0) + 1
+        self.seqs[key] = seq
+        at = self.clock.isoformat().replace("+00:00", "Z")
+        envelope = {
+            "id": f"evt_{self.count:09d}",
+            "type": type_,
+            "tenant": tenant,
+            "aggregate_id": agg,
+            "seq": seq,
+            "at": at,
+            "data": data,
+        }
+        return Generated(_encoder.encode(envelope), tenant, kind, agg, seq)
+
+    def _participant(self, new: bool) -> Generated:
+        tenant = self.rng.choice(TENANTS)
+        if new or not self.participants[tenant]:
+            self.participants[tenant] += 1
+            pid = self.participants[tenant]
+        else:
+            pid = self.rng.randint(1, self.participants[tenant])
+        name = f"{self.rng.choice(FIRST)} {self.rng.choice(LAST)}"
+        email = None if self.rng.random() < 0.1 else f"{name.lower().replace(' ', '.')}@example.com"
+        data = {"name": name, "email": email}
+        return self._envelope("participant.upserted", tenant, "participant", pid, data)
+
+    def _item(self, order: _Order) -> dict:
+        item_id = order.next_item
+        order.next_item += 1
+        order.items.append(item_id)
+        item = {
+            "id": item_id,
+            "name": self.rng.choice(NAMES),
+            "quantity": self.rng.randint(1, 5),
+            "unit_price": f"{self.rng.randint(100, 50000) / 100:.2f}",
+            "service_id": self.rng.choice(SERVICES),
+        }
+        rate = self.rng.choice(TAX_RATES)
+        if rate is not None:
+            item["tax_rate"] = rate
+        return item
+
+    def _create(self) -> Generated:
+        tenant = self.rng.choice(TENANTS)
+        oid = self.next_order[tenant]
+        self.next_order[tenant] += 1
+        order = _Order(tenant, oid)
+        known = self.participants[tenant]
+        # Mostly known participants, some not seen yet (their event comes later), a few none.
+        participant = self.rng.randint(1, known + 20) if self.rng.random() < 0.9 else None
+        data = {
+            "type": self.rng.choice(("booking", "booking", "sale", "enquiry")),
+            "currency": self.rng.choice(("EUR", "USD", "GBP")),
+            "event_key": f"evt-{self.rng.randint(1, 200)}",
+            "participant_id": participant,
+            "location_id": f"loc_{self.rng.randint(1, 30)}",
+            "scheduled_at": (self.clock + timedelta(days=self.rng.randint(1, 30))).isoformat(),
+            "duration": self.rng.choice((30, 45, 60, 90)),
+            "notes": "First-time customer" if self.rng.random() < 0.2 else None,
+            "items": [self._item(order) for _ in range(self.rng.randint(1, 4))],
+        }
+        self.active.append(order)
+        if len(self.active) > self.active_limit:
+            self.active.pop(0)
+        return self._envelope("order.created", tenant, "order", oid, data)
+
+    def _order_event(self, order: _Order, step: str) -> Generated:
+        type_, data = self._order_change(order, step)
+        if order.status in ("completed", "cancelled"):
+            self.active.remove(order)
+        return self._envelope(type_, order.tenant, "order", order.id, data)
+
+    def _order_change(self, order: _Order, step: str) -> tuple[str, dict]:
+        rng = self.rng
+        if step in ("order.item_updated", "order.item_removed") and not order.items:
+            step = "order.item_added"
+        match step:
+            case "order.item_added":
+                return step, {"item": self._item(order)}
+            case "order.item_updated":
+                change = rng.choice(({"quantity": rng.randint(1, 9)}, {"name": "Updated line"}))
+                if rng.random() < 0.3:
+                    change["unit_price"] = rng.randint(100, 90000) / 100
+                return step, {"item_id": rng.choice(order.items), **change}
+            case "order.item_removed":
+                item_id = order.items.pop(rng.randrange(len(order.items)))
+                return step, {"item_id": item_id}
+            case "order.details_changed":
+                return step, rng.choice(
+                    (
+                        {"notes": "Call before arrival"},
+                        {"duration": rng.choice((30, 60, 120))},
+                        {"location_id": f"loc_{rng.randint(1, 30)}"},
+                        {"scheduled_at": (self.clock + timedelta(days=3)).isoformat()},
+                        {"participant_id": rng.randint(1, self.participants[order.tenant] + 1)},
+                    )
+                )
+            case "order.payment_status_changed":
+                status = rng.choice(("paid", "paid", "paid", "failed", "refunded", "pending"))
+                return step, {"payment_status": status}
+            case "order.cancelled":
+                order.status = "cancelled"
+                return step, {"reason": "Customer request"}
+            case _:
+                return self._advance(order)
+
+    def _advance(self, order: _Order) -> tuple[str, dict]:
+        type_ = NEXT_STATUS[order.status]
+        order.status = {
+            "order.submitted": "pending",
+            "order.confirmed": "confirmed",
+            "order.started": "in_progress",
+            "order.completed": "completed",
+        }[type_]
+        data = {"order_number": f"SO-{order.id:06d}"} if type_ == "order.submitted" else {}
+        return type_, data
