@@ -1,0 +1,77 @@
+"""Prometheus metrics of the API: requests by route and status, pool usage, projector lag."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+import redis.asyncio as redis
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+from projections.metrics import LAG, PENDING
+
+log = logging.getLogger("orderview.api")
+
+REQUESTS = Counter(
+    "orderview_api_requests_total", "HTTP requests answered", ["route", "method", "status"]
+)
+LATENCY = Histogram(
+    "orderview_api_request_seconds",
+    "Time to answer an HTTP request",
+    ["route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+POOL = Gauge("orderview_api_pool_connections", "API connection pool", ["state"])
+REDIS_UP = Gauge("orderview_api_redis_up", "1 when the last XINFO GROUPS of the streams answered")
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+_children: dict[tuple[str, str, int], tuple] = {}
+
+
+def observe(route: str, method: str, status: int, seconds: float) -> None:
+    """Count one answered request and its latency."""
+    key = (route, method, status)
+    child = _children.get(key)
+    if child is None:
+        code = str(status)
+        child = _children[key] = (REQUESTS.labels(route, method, code), LATENCY.labels(route, code))
+    child[0].inc()
+    child[1].observe(seconds)
+
+
+async def render(
+    pool: asyncpg.Pool | None, client: redis.Redis | None, streams: tuple[str, ...], group: str
+) -> bytes:
+    """The text exposition, pool and projector-lag gauges refreshed first."""
+    if pool is not None:
+        POOL.labels("max").set(pool.get_max_size())
+        POOL.labels("open").set(pool.get_size())
+        POOL.labels("idle").set(pool.get_idle_size())
+        POOL.labels("in_use").set(pool.get_size() - pool.get_idle_size())
+    if client is not None:
+        await _projector_lag(client, streams, group)
+    return generate_latest()
+
+
+async def _projector_lag(client: redis.Redis, streams: tuple[str, ...], group: str) -> None:
+    try:
+        for stream in streams:
+            async with asyncio.timeout(1):
+                groups = await _groups(client, stream)
+            info = groups.get(group.encode(), {})
+            lag = info.get("lag")
+            LAG.labels(stream).set(float("nan") if lag is None else lag)
+            PENDING.labels(stream).set(info.get("pending", 0))
+        REDIS_UP.set(1)
+    except (redis.RedisError, OSError, TimeoutError) as exc:
+        log.warning("projector lag unavailable", extra={"error": repr(exc)})
+        REDIS_UP.set(0)
+
+
+async def _groups(client: redis.Redis, stream: str) -> dict[bytes, dict]:
+    try:
+        groups = await client.xinfo_groups(stream)
+    except redis.ResponseError:  # the stream does not exist yet
+        return {}
+    return {g["name"] if isinstance(g["name"], bytes) else g["name"].encode(): g for g in groups}

@@ -1,0 +1,171 @@
+"""The OpenAPI description: parameters of both dialects, error responses, the bearer scheme.
+
+Handlers read their query parameters themselves (so that every bad value is the dialect's 400
+naming it), so the parameters are declared here and added to each operation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, Operation, Parameter, Schema, SecurityScheme
+from litestar.openapi.spec.enums import OpenAPIType
+
+from services.api import schemas
+from services.api.queries import DEFAULT_LIMIT, INCLUDES, MAX_LIMIT, SORTS, STATUSES, TYPES
+
+DESCRIPTION = """\
+The orders read model in two dialects.
+
+* **Service orders** (`/api/v1/service-orders`): scope `service_orders`, tenant feature
+  `service_orders`. Errors: `{"error": {"code", "message", "parameter"}, "meta": {"request_id"}}`.
+* **Orders and bookings** (`/v1/orders`): scope `orders:read`. Errors:
+  `{"success": false, "error": {"code", "message"}}`.
+
+Every request needs `Authorization: Bearer <api key>`; a key belongs to one tenant and every
+query is confined to it (another tenant's order is a 404, exactly like a missing one). Errors:
+401 `unauthorized` (missing, malformed, unknown or revoked key), then 403 `insufficient_scope`,
+then 403 `feature_disabled`; 400 `invalid_parameter` naming the parameter; 404 `not_found`;
+405 `method_not_allowed`; 503 `unavailable` when the database cannot be reached.
+
+`X-Request-ID` (1-128 of `A-Za-z0-9._-`) is used as given, else one `req_<random>` is made; it is
+echoed in the response header and, in the service-orders dialect, in `meta.request_id`.
+
+Lists are keyset-paginated: pass the previous page's `next_cursor` / `nextCursor` as `cursor`.
+Cursors are opaque and signed; a cursor is bound to the tenant, the filters and the sort (not to
+`limit` or `include`, which may change between pages) and is a 400 naming `cursor` otherwise.
+Walking every page returns each matching order exactly once, in order, even while other orders
+change. String sorts are by code point; nulls sort last in both directions; ties break by order
+id in the sort's direction.
+
+Where the source APIs are silent: unknown query parameters are ignored; a parameter given twice is
+a 400 (except `status` of service orders, whose values are combined); integer parameters are
+64-bit; exact-match strings are at most 1000 characters; a date-time without an offset is UTC;
+money is a JSON number with 2 fractional digits, `tax_rate` a JSON number.
+"""
+
+
+def _query(name: str, description: str, schema: Schema) -> Parameter:
+    return Parameter(name=name, param_in="query", description=description, schema=schema)
+
+
+_STRING = Schema(type=OpenAPIType.STRING)
+_LIMIT = _query(
+    "limit",
+    f"Orders per page, 1-{MAX_LIMIT}.",
+    Schema(type=OpenAPIType.INTEGER, minimum=1, maximum=MAX_LIMIT, default=DEFAULT_LIMIT),
+)
+_CURSOR = _query("cursor", "The previous page's next cursor (opaque).", _STRING)
+_INCLUDE = _query(
+    "include",
+    "Comma-separated related data: `items` (ordered by item id), `participant` (or null).",
+    Schema(type=OpenAPIType.STRING, examples=[",".join(INCLUDES)]),
+)
+_DATE = Schema(type=OpenAPIType.STRING, examples=["2024-01-31", "2024-01-31T10:00:00Z"])
+
+SERVICE_ORDER_LIST = [
+    _query("event_key", "Exact match.", _STRING),
+    _query(
+        "status",
+        "One status or a comma-separated list.",
+        Schema(type=OpenAPIType.STRING, examples=["confirmed", "pending,confirmed"]),
+    ),
+    _query("participant_id", "Integer, exact match.", Schema(type=OpenAPIType.INTEGER)),
+    _query("order_number", "Exact match.", _STRING),
+    _query(
+        "sort",
+        "Sort field; strings by code point, nulls last, ties by id.",
+        Schema(type=OpenAPIType.STRING, enum=list(SORTS), default="created_at"),
+    ),
+    _query(
+        "order",
+        "Direction, any case.",
+        Schema(type=OpenAPIType.STRING, enum=["ASC", "DESC", "asc", "desc"], default="DESC"),
+    ),
+    _INCLUDE,
+    _LIMIT,
+    _CURSOR,
+]
+SERVICE_ORDER_ONE = [_INCLUDE]
+ORDER_LIST = [
+    _LIMIT,
+    _CURSOR,
+    _query("status", "Status.", Schema(type=OpenAPIType.STRING, enum=list(STATUSES))),
+    _query("type", "Order type.", Schema(type=OpenAPIType.STRING, enum=list(TYPES))),
+    _query(
+        "customerId",
+        "`cust_<participant id>`.",
+        Schema(type=OpenAPIType.STRING, pattern="^cust_-?[0-9]+$"),
+    ),
+    _query("locationId", "Exact match.", _STRING),
+    _query(
+        "startDate",
+        "Scheduled at or after: a date (its start, UTC) or a date-time. "
+        "Orders without scheduledAt never match.",
+        _DATE,
+    ),
+    _query(
+        "endDate",
+        "Scheduled at or before: a date means the whole of that day (UTC), or a date-time. "
+        "Orders without scheduledAt never match.",
+        _DATE,
+    ),
+    _query(
+        "createdAfter",
+        "Created strictly after: a date means midnight UTC of that day, or a date-time.",
+        _DATE,
+    ),
+]
+
+
+def with_parameters(parameters: list[Parameter]) -> type[Operation]:
+    """An Operation class that adds `parameters` to what Litestar found in the signature."""
+
+    @dataclass
+    class Documented(Operation):
+        def __post_init__(self) -> None:
+            self.parameters = [*(self.parameters or []), *parameters]
+
+    return Documented
+
+
+def _errors(container: type) -> dict[int, ResponseSpec]:
+    described = {
+        400: "invalid_parameter: a parameter outside what is allowed (named in the error)",
+        401: "unauthorized: missing, malformed, unknown or revoked API key",
+        403: "insufficient_scope, then feature_disabled",
+        404: "not_found: no such order for this tenant",
+        503: "unavailable: the database cannot be reached",
+    }
+    return {
+        status: ResponseSpec(data_container=container, description=text, generate_examples=False)
+        for status, text in described.items()
+    }
+
+
+SERVICE_ORDER_ERRORS = _errors(schemas.ServiceOrderError)
+ORDER_ERRORS = _errors(schemas.OrderError)
+SECURITY = [{"bearer": []}]
+
+
+def openapi_config() -> OpenAPIConfig:
+    """The schema at /schema/openapi.json and its browsable pages under /schema."""
+    return OpenAPIConfig(
+        title="orderview read API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        path="/schema",
+        render_plugins=[SwaggerRenderPlugin(path=["/", "/swagger"]), RedocRenderPlugin()],
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(
+                    type="http",
+                    scheme="bearer",
+                    description="An API key made by `orderview keys create`.",
+                )
+            }
+        ),
+        create_examples=False,
+    )
