@@ -17,6 +17,7 @@ import asyncpg
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from msgspec import Struct
+from prometheus_client import Counter
 
 from projections.tables import API_KEYS, TENANT_FEATURES
 
@@ -28,6 +29,8 @@ SELECT k.tenant, k.scopes,
        ARRAY(SELECT f.feature FROM {TENANT_FEATURES} f WHERE f.tenant = k.tenant AND f.enabled)
 FROM {API_KEYS} k WHERE k.key_hash = $1 AND k.revoked_at IS NULL
 """
+
+KEY_LOOKUPS = Counter("orderview_api_key_lookups_total", "API key lookups that reached PostgreSQL")
 
 
 class Grant(Struct, frozen=True):
@@ -82,6 +85,7 @@ class KeyCache:
         future: asyncio.Future[Grant | None] = asyncio.get_running_loop().create_future()
         self._lookups[digest] = future
         try:
+            KEY_LOOKUPS.inc()
             row = await self._pool.fetchrow(_LOOKUP, digest)
             grant = None if row is None else Grant(row[0], frozenset(row[1]), frozenset(row[2]))
             if len(self._entries) >= self._max:

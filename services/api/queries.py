@@ -196,12 +196,14 @@ def service_orders_list(tenant: str, params: Params, secret: bytes) -> ListQuery
         filters.append(Filter("participant_id", "eq", parse_int64("participant_id", value)))
     if (value := _one(params, "order_number")) is not None:
         filters.append(Filter("order_number", "eq", parse_text("order_number", value)))
-    sort_name = _one(params, "sort") or CREATED.name
+    sort_name = _one(params, "sort")
+    sort_name = CREATED.name if sort_name is None else sort_name
     if sort_name not in SORTS:
         raise InvalidParameter(
             "sort", f"must be one of {', '.join(SORTS)}; got {_shown(sort_name)}"
         )
-    direction = (_one(params, "order") or "DESC").upper()
+    direction = _one(params, "order")
+    direction = "DESC" if direction is None else direction.upper()
     if direction not in ("ASC", "DESC"):
         raise InvalidParameter("order", "must be ASC or DESC (any case)")
     query = ListQuery(
