@@ -19,7 +19,11 @@ V2 = "/v1/orders"
 
 async def _cursor(client, headers, path=V1, **params) -> str:
     body = (await client.get(path, params={"limit": 3, **params}, headers=headers)).json()
-    return body["meta"]["pagination"]["next_cursor"] if "meta" in body else body["pagination"]["nextCursor"]
+    return (
+        body["meta"]["pagination"]["next_cursor"]
+        if "meta" in body
+        else body["pagination"]["nextCursor"]
+    )
 
 
 @pytest.mark.parametrize("path", [V1, V2])
@@ -48,7 +52,9 @@ async def test_a_filter_naming_another_tenants_participant_finds_only_own_orders
         pytest.param({"sort": "total"}, {"sort": "total", "order": "asc"}, id="other-direction"),
     ],
 )
-async def test_a_cursor_used_with_another_query_is_a_400(loaded, client, acme, made_with, used_with):
+async def test_a_cursor_used_with_another_query_is_a_400(
+    loaded, client, acme, made_with, used_with
+):
     cursor = await _cursor(client, acme, **made_with)
 
     response = await client.get(V1, params={**used_with, "cursor": cursor}, headers=acme)
@@ -61,11 +67,15 @@ async def test_a_cursor_may_change_limit_and_include(loaded, client, acme):
     cursor = await _cursor(client, acme, sort="total")
 
     response = await client.get(
-        V1, params={"sort": "total", "limit": 50, "include": "items", "cursor": cursor}, headers=acme
+        V1,
+        params={"sort": "total", "limit": 50, "include": "items", "cursor": cursor},
+        headers=acme,
     )
 
     assert response.status_code == 200
-    assert [o["id"] for o in response.json()["data"]] == expected_ids(loaded["acme"], "total", True)[3:53]
+    assert [o["id"] for o in response.json()["data"]] == expected_ids(
+        loaded["acme"], "total", True
+    )[3:53]
 
 
 async def test_another_tenants_cursor_is_a_400(loaded, client, acme, globex):
@@ -89,7 +99,9 @@ def _tampered(cursor: str) -> list[str]:
     return [
         cursor[:-1] + flip[cursor[-1]],
         flip[cursor[0]] + cursor[1:],
-        cursor[: len(cursor) // 2] + flip[cursor[len(cursor) // 2]] + cursor[len(cursor) // 2 + 1 :],
+        cursor[: len(cursor) // 2]
+        + flip[cursor[len(cursor) // 2]]
+        + cursor[len(cursor) // 2 + 1 :],
         cursor[:-2],
         cursor + "AA",
         cursor * 2,
@@ -101,7 +113,9 @@ async def test_a_tampered_cursor_is_a_400(loaded, client, acme):
     cursor = await _cursor(client, acme, sort="order_number")
 
     for bad in _tampered(cursor):
-        response = await client.get(V1, params={"sort": "order_number", "cursor": bad}, headers=acme)
+        response = await client.get(
+            V1, params={"sort": "order_number", "cursor": bad}, headers=acme
+        )
         assert response.status_code == 400, bad
         assert response.json()["error"]["parameter"] == "cursor"
 
@@ -147,7 +161,9 @@ async def test_hostile_sort_order_include_and_limit_are_400s(loaded, client, acm
         pytest.param(V1, {"order_number": "\\'; SELECT 1"}, id="backslash"),
     ],
 )
-async def test_sql_in_strings_is_just_a_value_that_matches_nothing(loaded, client, acme, db, path, params):
+async def test_sql_in_strings_is_just_a_value_that_matches_nothing(
+    loaded, client, acme, db, path, params
+):
     response = await client.get(path, params=params, headers=acme)
 
     assert response.status_code == 200

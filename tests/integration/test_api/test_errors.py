@@ -68,13 +68,20 @@ async def test_a_bad_parameter_is_a_400_naming_it_in_the_dialects_shape(
     assert response.status_code == 400, response.text[:300]
     body = response.json()
     if path.startswith("/v1/"):
-        assert body == {"success": False, "error": {"code": "invalid_parameter", "message": body["error"]["message"]}}
+        assert body == {
+            "success": False,
+            "error": {"code": "invalid_parameter", "message": body["error"]["message"]},
+        }
     else:
         rid = response.headers["x-request-id"]
         assert body["error"]["code"] == "invalid_parameter"
         assert body["error"]["parameter"] == parameter
         assert body["meta"] == {"request_id": rid}
-        assert set(body) == {"error", "meta"} and set(body["error"]) == {"code", "message", "parameter"}
+        assert set(body) == {"error", "meta"} and set(body["error"]) == {
+            "code",
+            "message",
+            "parameter",
+        }
     assert f"`{parameter}`" in body["error"]["message"]
 
 
@@ -106,7 +113,9 @@ async def test_a_missing_or_unknown_key_is_a_401(loaded, client, path, authoriza
 @pytest.mark.parametrize(
     ("scopes", "features", "path", "code"),
     [
-        pytest.param("orders:read", ("service_orders",), V1, "insufficient_scope", id="v1-no-scope"),
+        pytest.param(
+            "orders:read", ("service_orders",), V1, "insufficient_scope", id="v1-no-scope"
+        ),
         pytest.param("service_orders", (), V2, "insufficient_scope", id="v2-no-scope"),
         pytest.param("orders:read", (), V1, "insufficient_scope", id="scope-before-feature"),
         pytest.param("service_orders", (), V1, "feature_disabled", id="v1-feature-off"),

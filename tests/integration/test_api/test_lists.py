@@ -30,7 +30,9 @@ def test_the_catalogue_has_nulls_and_ties_in_every_sort(loaded):
     for sort in ("order_number", "submitted_at"):
         assert any(getattr(s, sort) is None for s in loaded["acme"])
     for sort in SORTS:
-        values = [v for v in (s.total if sort == "total" else getattr(s, sort) for s in loaded["acme"])]
+        values = [
+            v for v in (s.total if sort == "total" else getattr(s, sort) for s in loaded["acme"])
+        ]
         assert len(set(values)) < len(values), sort
 
 
@@ -187,7 +189,11 @@ async def test_walking_one_order_a_page_gives_every_order_once(loaded, client, a
 
 
 def _at(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC) if "+" not in text else datetime.fromisoformat(text)
+    return (
+        datetime.fromisoformat(text).replace(tzinfo=UTC)
+        if "+" not in text
+        else datetime.fromisoformat(text)
+    )
 
 
 def _on_or_after(day: str):
@@ -218,8 +224,9 @@ V2_FILTERS = [
     ),
     pytest.param(
         {"startDate": "2024-01-02", "endDate": "2024-01-03"},
-        lambda s: s.scheduled_at is not None
-        and _at("2024-01-02") <= s.scheduled_at < _at("2024-01-04"),
+        lambda s: (
+            s.scheduled_at is not None and _at("2024-01-02") <= s.scheduled_at < _at("2024-01-04")
+        ),
         id="date-range",
     ),
     pytest.param(
@@ -262,7 +269,9 @@ async def test_orders_show_their_customer_and_services(loaded, client, acme):
     for order in orders:
         spec = specs[order_id(order)]
         names = {1: "Ana María", 2: "John Doe"}
-        assert order["customerId"] == (f"cust_{spec.participant_id}" if spec.participant_id else None)
+        assert order["customerId"] == (
+            f"cust_{spec.participant_id}" if spec.participant_id else None
+        )
         assert order["customerName"] == names.get(spec.participant_id)
         assert [(Decimal(str(x["price"])), x["quantity"]) for x in order["services"]] == [
             (Decimal(p), q) for p, q in spec.items
