@@ -85,7 +85,9 @@ def test_production_overlays_are_scraped_by_prometheus_operator(manifests: Manif
 
 def test_namespace_enforces_the_restricted_pod_security_standard(manifests: Manifests) -> None:
     [namespace] = manifests.of_kind("Namespace")
-    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    labels = namespace["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels["orderview.io/apply-phase"] == "namespace", "the README applies it first"
     for obj in manifests.objects:
         if obj["kind"] != "Namespace":
             assert obj["metadata"]["namespace"] == namespace["metadata"]["name"]
