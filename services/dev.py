@@ -1,8 +1,8 @@
 """`orderview dev`: the whole service on one machine, in one terminal, stopped by one Ctrl-C.
 
 Servers: the configured ones when ORDERVIEW_DATABASE_URL / ORDERVIEW_REDIS_URL are set, else
-embedded ones in the data folder. Then: migrate, publish the demo history when the streams are
-empty, run the projector and the API as child processes, make one key per demo tenant (kept in the
+embedded ones in the data folder. Then: migrate, run the projector and the API as child processes,
+publish the demo history when the streams are empty, make one key per demo tenant (kept in the
 data folder and reused while the database still accepts it), and print how to call the API.
 """
 
@@ -66,7 +66,6 @@ class DevSession:
     """Servers, children and keys of one `orderview dev` run."""
 
     def __init__(self, settings: Settings, args: argparse.Namespace) -> None:
-        self.started = time.monotonic()
         self.settings = settings
         self.folder = Path(args.data_dir).resolve()
         self.reset = args.reset
@@ -90,12 +89,13 @@ class DevSession:
         db_url, redis_url = self.servers()
         port = self.api_port()
         env = self.child_env(db_url, redis_url)
-        asyncio.run(prepare(db_url, redis_url, self.settings.streams))
+        asyncio.run(migrate_database(db_url))
         self.spawn("projector", ["projector"], env)
         self.spawn("api", ["api", "--host", self.host, "--port", str(port)], env)
+        asyncio.run(publish_demo(redis_url, self.settings.streams))  # while those two boot
         base = f"http://{self.host}:{port}"
         keys = self.keys(base, env)
-        first = time.monotonic() - self.started
+        first = process_age()
         wait_for_projection(redis_url, self.settings, self.children)
         print_banner(base, keys, first, self.describe(db_url, redis_url), env)
         return self.supervise()
@@ -218,12 +218,9 @@ async def ensure_database(admin_url: str, name: str) -> None:
         await conn.close()
 
 
-async def prepare(db_url: str, redis_url: str, streams: tuple[str, ...]) -> None:
-    """Migrate; publish the demo history when every stream is empty (the first run)."""
-    import redis.asyncio as aioredis
-
+async def migrate_database(db_url: str) -> None:
+    """Bring the schema up to date."""
     from projections.migrate import migrate
-    from services.publish import publish
 
     conn = await asyncpg.connect(db_url)
     try:
@@ -231,6 +228,14 @@ async def prepare(db_url: str, redis_url: str, streams: tuple[str, ...]) -> None
     finally:
         await conn.close()
     log.info("migrated", extra={"applied": applied})
+
+
+async def publish_demo(redis_url: str, streams: tuple[str, ...]) -> None:
+    """Publish the demo history when every stream is empty (the first run), with a progress bar."""
+    import redis.asyncio as aioredis
+
+    from services.publish import publish
+
     client = aioredis.from_url(redis_url)
     try:
         if sum([await client.xlen(s) for s in streams]):
@@ -269,6 +274,16 @@ def create_keys(env: dict[str, str]) -> dict[str, str]:
         if name in keys:
             out[name] = stdout.strip().splitlines()[-1].strip()
     return out
+
+
+def process_age() -> float:
+    """Seconds since this process started (the `orderview dev` command, not this module)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rpartition(")")[2].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.process_time()
 
 
 def request(base: str, path: str, key: str | None = None) -> int:
