@@ -7,12 +7,11 @@ import re
 import pytest
 
 from orderview.settings import PREFIX, Settings, load_settings
+from services.api.server import GRACEFUL_SECONDS as API_DRAIN_SECONDS
 from tests.deploy.conftest import Manifests, env_of, port_number, selects
 
 API, PROJECTOR, MIGRATE = "orderview-api", "orderview-projector", "orderview-migrate"
 API_PORT = 8000
-# The longest the API may take to drain requests in flight after SIGTERM.
-API_DRAIN_SECONDS = 30
 # name:tag, name@sha256:..., or both; the registry's own :port is not a tag.
 PINNED_IMAGE = re.compile(r"[^@]*:[\w][\w.-]*(@sha256:[0-9a-f]{64})?|[^@]+@sha256:[0-9a-f]{64}")
 SECRET_SETTINGS = {
