@@ -20,7 +20,7 @@ import redis.exceptions
 from projections import metrics
 from projections.events import Event, PoisonEvent, decode_event
 from projections.fold import Plan
-from projections.writer import apply_batch
+from projections.writer import DeadLetters, apply_batch, mark_published
 
 log = logging.getLogger("orderview.consumer")
 
@@ -38,6 +38,9 @@ TRANSIENT = (
 
 
 RETRY_MS = 200
+# A dead letter leased by a consumer that died before publishing it is taken over after this long
+# by another consumer (at once by a consumer restarted under the same name).
+MIN_LEASE_SECONDS = 30.0
 
 
 def dlq_key(stream: str) -> str:
@@ -105,6 +108,7 @@ class StreamConsumer:
         self._next_claim = 0.0
         self._next_touch = 0.0
         self._next_lag = 0.0
+        self._next_retry = 0.0
 
     # ---- Redis -------------------------------------------------------------------------
 
@@ -181,19 +185,27 @@ class StreamConsumer:
                 metrics.LAG.labels(self.stream).set(group.get("lag") or 0)
                 metrics.PENDING.labels(self.stream).set(group.get("pending") or 0)
 
-    async def settle(self, plan: Plan, batch: Batch, dead: dict[bytes, tuple[bytes, str]]) -> None:
-        """Dead-letter and acknowledge in one pipeline, after the commit."""
-        done = list(plan.applied) + list(plan.duplicates) + list(dead)
+    async def settle(
+        self,
+        plan: Plan,
+        dead: dict[bytes, str],
+        leased: tuple[set[bytes], set[bytes]],
+        raws: dict[bytes, bytes],
+    ) -> None:
+        """Write the dead letters this consumer leased and acknowledge, in one pipeline, after
+        the commit. Dead letters leased by another live consumer stay pending: it acks them."""
+        publish, published = leased
+        done = [*plan.applied, *plan.duplicates, *publish, *published]
         if not done:
             return
         pipe = self.redis.pipeline(transaction=False)
-        for entry_id, (raw, error) in dead.items():
-            pipe.xadd(
-                dlq_key(self.stream),
-                {"event": raw, "error": error, "stream": self.stream, "entry_id": entry_id},
-            )
+        for entry_id in sorted(publish):
+            fields = {"event": raws[entry_id], "error": dead[entry_id]}
+            pipe.xadd(dlq_key(self.stream), {**fields, "stream": self.stream, "entry_id": entry_id})
         pipe.xack(self.stream, self.options.group, *done)
         await pipe.execute()
+        if publish:
+            await mark_published(self.pool, self.stream, publish)
 
     # ---- one batch ---------------------------------------------------------------------
 
@@ -201,34 +213,51 @@ class StreamConsumer:
         """Apply a batch plus the held gaps; settle poison, expired gaps and applied entries."""
         now = time.monotonic()
         candidates = dict(batch.events)
-        raws = dict(batch.raws)
-        for entry_id, held in self.held.items():
-            candidates.setdefault(entry_id, held.event)
-            raws.setdefault(entry_id, held.raw)
-        plan = await apply_batch(self.pool, list(candidates.items())) if candidates else Plan()
-        dead = dict(batch.poison)
-        for entry_id in plan.held:
-            held = self.held.get(entry_id) or Held(candidates[entry_id], raws[entry_id], now)
-            if now - held.since >= self.options.gap_timeout:
-                dead[entry_id] = (held.raw, _gap_reason(held.event, self.options.gap_timeout))
-            else:
-                self.held[entry_id] = held
-        await self.settle(plan, batch, dead)
-        for entry_id in list(self.held):
-            if entry_id not in plan.held or entry_id in dead:
-                del self.held[entry_id]
-        self._count(plan, dead)
+        raws = {**batch.raws, **{k: raw for k, (raw, _) in batch.poison.items()}}
+        retried = self._held_to_retry(batch, now)
+        for entry_id in retried:
+            candidates.setdefault(entry_id, self.held[entry_id].event)
+            raws.setdefault(entry_id, self.held[entry_id].raw)
+
+        def choose(plan: Plan) -> dict[bytes, str]:
+            dead = {k: error for k, (_, error) in batch.poison.items()}
+            for entry_id in plan.held:
+                since = self.held[entry_id].since if entry_id in self.held else now
+                if now - since >= self.options.gap_timeout:
+                    event = candidates[entry_id]
+                    dead[entry_id] = _gap_reason(event, self.options.gap_timeout)
+            return dead
+
+        lease = max(self.options.claim_idle_ms / 1000, MIN_LEASE_SECONDS)
+        spec = DeadLetters(self.stream, self.options.consumer, lease, choose)
+        plan, dead, leased = await apply_batch(self.pool, list(candidates.items()), spec)
+        await self.settle(plan, dead, leased, raws)
+        still_held = set(plan.held) - set(dead)
+        for entry_id in retried - still_held:
+            del self.held[entry_id]
+        for entry_id in still_held - retried:
+            self.held[entry_id] = Held(candidates[entry_id], raws[entry_id], now)
+        self._count(plan, dead, leased[0])
         return plan
 
-    def _count(self, plan: Plan, dead: dict[bytes, tuple[bytes, str]]) -> None:
+    def _held_to_retry(self, batch: Batch, now: float) -> set[bytes]:
+        """Held gaps worth retrying now: all of them every RETRY_MS (another consumer may have
+        applied the predecessor), else those whose aggregate this batch touches."""
+        if now >= self._next_retry:
+            self._next_retry = now + RETRY_MS / 1000
+            return set(self.held)
+        touched = {e.aggregate for e in batch.events.values()}
+        return {k for k, h in self.held.items() if h.event.aggregate in touched}
+
+    def _count(self, plan: Plan, dead: dict[bytes, str], publish: set[bytes]) -> None:
         s = self.stream
         metrics.EVENTS_APPLIED.labels(s).inc(len(plan.applied))
         metrics.DUPLICATES.labels(s).inc(len(plan.duplicates))
         metrics.UNKNOWN_TYPES.labels(s).inc(plan.unknown_types)
         metrics.GAPS_HELD.labels(s).set(len(self.held))
-        for _, error in dead.values():
-            metrics.DEAD_LETTERS.labels(s, "gap" if error.startswith("gap") else "invalid").inc()
-        for entry_id, (_, error) in dead.items():
+        for entry_id in publish:
+            error = dead[entry_id]
+            metrics.DEAD_LETTERS.labels(s, "gap" if error.startswith("gap:") else "invalid").inc()
             log.warning(
                 "dead-lettered", extra={"stream": s, "entry_id": _text(entry_id), "error": error}
             )

@@ -13,6 +13,7 @@ PARTICIPANTS = f"{READ_SCHEMA}.participants"
 MIGRATIONS = f"{SERVICE_SCHEMA}.schema_migrations"
 API_KEYS = f"{SERVICE_SCHEMA}.api_keys"
 TENANT_FEATURES = f"{SERVICE_SCHEMA}.tenant_features"
+DEAD_LETTERS = f"{SERVICE_SCHEMA}.dead_letters"
 
 # Placeholders the migration files use, e.g. `${orders}`.
 NAMES = {
@@ -22,4 +23,5 @@ NAMES = {
     "participants": PARTICIPANTS,
     "api_keys": API_KEYS,
     "tenant_features": TENANT_FEATURES,
+    "dead_letters": DEAD_LETTERS,
 }

@@ -19,7 +19,7 @@ import msgspec
 from projections.documents import render_order, render_participant
 from projections.events import Event
 from projections.fold import OrderState, ParticipantState, Plan, plan_batch
-from projections.tables import ORDERS, PARTICIPANTS
+from projections.tables import DEAD_LETTERS, ORDERS, PARTICIPANTS
 
 log = logging.getLogger("orderview.writer")
 
@@ -134,6 +134,23 @@ ON CONFLICT (tenant, id) DO UPDATE SET
 WHERE o.seq < EXCLUDED.seq
 """
 
+# Take the right to publish dead letters: new rows, our own (a retry), or stale leases.
+_LEASE_DEAD_LETTERS = f"""
+INSERT INTO {DEAD_LETTERS} AS d (stream, entry_id, error, lease_owner)
+SELECT $1, u.entry_id, u.error, $2 FROM unnest($3::text[], $4::text[]) AS u (entry_id, error)
+ON CONFLICT (stream, entry_id) DO UPDATE SET lease_owner = EXCLUDED.lease_owner, lease_at = now()
+WHERE d.published_at IS NULL
+  AND (d.lease_owner = EXCLUDED.lease_owner OR d.lease_at < now() - make_interval(secs => $5))
+RETURNING entry_id
+"""
+_PUBLISHED = f"""
+SELECT entry_id FROM {DEAD_LETTERS}
+WHERE stream = $1 AND entry_id = ANY($2::text[]) AND published_at IS NOT NULL
+"""
+_MARK_PUBLISHED = f"""
+UPDATE {DEAD_LETTERS} SET published_at = now() WHERE stream = $1 AND entry_id = ANY($2::text[])
+"""
+
 # Errors after which the same batch is simply tried again.
 RETRYABLE = (
     asyncpg.exceptions.DeadlockDetectedError,
@@ -203,17 +220,55 @@ async def write_plan(conn: asyncpg.Connection, plan: Plan) -> None:
         await conn.execute(_UPSERT_ORDERS, *_columns(rows, len(_ORDER_COLUMNS)))
 
 
+class DeadLetters(msgspec.Struct):
+    """Where dead letters of a batch go, and who is writing them."""
+
+    stream: str
+    owner: str
+    lease_seconds: float
+    # Given the plan, the entries to dead-letter: {entry id: error}.
+    choose: Any
+
+
+async def lease_dead_letters(
+    conn: asyncpg.Connection, spec: DeadLetters, dead: dict[bytes, str]
+) -> tuple[set[bytes], set[bytes]]:
+    """Record dead letters; return (ids this consumer is to publish, ids already published).
+    The others are being published by another live consumer, which will acknowledge them."""
+    ids = sorted(dead)
+    texts = [i.decode() for i in ids]
+    args = (spec.stream, spec.owner, texts, [dead[i] for i in ids], spec.lease_seconds)
+    publish = {r[0].encode() for r in await conn.fetch(_LEASE_DEAD_LETTERS, *args)}
+    published: set[bytes] = set()
+    if len(publish) < len(ids):
+        published = {r[0].encode() for r in await conn.fetch(_PUBLISHED, spec.stream, texts)}
+    return publish, published
+
+
+async def mark_published(pool: asyncpg.Pool, stream: str, ids: set[bytes]) -> None:
+    """Record that these dead letters are in the dead-letter stream."""
+    await pool.execute(_MARK_PUBLISHED, stream, [i.decode() for i in ids])
+
+
 async def apply_batch(
-    pool: asyncpg.Pool, events: list[tuple[Any, Event]], attempts: int = 5
-) -> Plan:
-    """Fold and write a batch in one transaction; retry it whole on a deadlock or a race."""
+    pool: asyncpg.Pool,
+    events: list[tuple[Any, Event]],
+    dead_letters: DeadLetters | None = None,
+    attempts: int = 5,
+) -> tuple[Plan, dict[bytes, str], tuple[set[bytes], set[bytes]]]:
+    """Fold and write a batch and its dead letters in one transaction; retry it whole on a
+    deadlock or a race. Returns the plan, the dead letters, and lease_dead_letters' answer."""
     for attempt in range(1, attempts + 1):
         try:
             async with pool.acquire() as conn, conn.transaction():
                 orders, participants = await load_states(conn, [e for _, e in events])
                 plan = plan_batch(events, orders, participants)
                 await write_plan(conn, plan)
-            return plan
+                dead = dead_letters.choose(plan) if dead_letters else {}
+                leased = (
+                    await lease_dead_letters(conn, dead_letters, dead) if dead else (set(), set())
+                )
+            return plan, dead, leased
         except RETRYABLE as exc:
             if attempt == attempts:
                 raise

@@ -1,0 +1,136 @@
+"""Crash safety by crashing: projector processes SIGKILLed mid-batch, restarted, compared with a model."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+from collections import Counter
+
+import pytest
+
+from orderview.settings import load_settings
+from projections.tables import DEAD_LETTERS
+from tests.histories import generate, with_faults
+from tests.model import differences, expected_state, table_state
+from tests.support import ORDERVIEW, dead_letters, outstanding, publish_lines, wait_until_caught_up
+
+
+class Replicas:
+    """`orderview projector` child processes on one consumer group, each with a stable name."""
+
+    def __init__(self, env: dict[str, str], count: int):
+        self.env = env
+        self.procs: dict[str, subprocess.Popen] = {}
+        for i in range(count):
+            self.start(f"projector-{i}")
+
+    def start(self, name: str) -> None:
+        env = {**self.env, "ORDERVIEW_CONSUMER_NAME": name}
+        self.procs[name] = subprocess.Popen(
+            [ORDERVIEW, "projector"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+
+    def kill(self, name: str) -> None:
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        proc.stderr.close()
+
+    def stop_all(self) -> dict[str, int]:
+        """SIGTERM every replica; their exit codes."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        codes = {}
+        for name, proc in self.procs.items():
+            try:
+                codes[name] = proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[name] = proc.wait()
+            if proc.stderr and not proc.stderr.closed:
+                proc.stderr.close()
+        return codes
+
+
+async def crash_run(env, pool, redis_client, *, replicas: int, shards: int, kills: int, seed: int):
+    streams = ",".join(f"{env['ORDERVIEW_STREAMS']}:{i}" for i in range(shards)) if shards > 1 else env["ORDERVIEW_STREAMS"]
+    env = {
+        **env,
+        "ORDERVIEW_STREAMS": streams,
+        "ORDERVIEW_BATCH_SIZE": "40",
+        "ORDERVIEW_CLAIM_IDLE_MS": "3000",
+        "ORDERVIEW_GAP_TIMEOUT": "600",
+        "ORDERVIEW_LOG_LEVEL": "WARNING",
+    }
+    settings = load_settings(env)
+    history = with_faults(generate(seed, tenants=3, orders=700, participants=40, renames=3), seed, duplicates=0.1, swaps=0.05, poison=24)  # fmt: skip
+    await publish_lines(redis_client, settings, history.lines(random.Random(seed)))
+
+    rng = random.Random(seed)
+    group = Replicas({**os.environ, **env}, replicas)
+    killed_mid_work = 0
+    try:
+        await asyncio.sleep(1.0)
+        for _ in range(kills):
+            await asyncio.sleep(rng.uniform(0.2, 0.6))
+            name = rng.choice(list(group.procs))
+            killed_mid_work += await outstanding(redis_client, settings) > 0
+            group.kill(name)
+            group.start(name)
+        await wait_until_caught_up(redis_client, settings, timeout=180)
+    finally:
+        codes = group.stop_all()
+    assert set(codes.values()) == {0}, codes
+    assert killed_mid_work >= kills // 2, "the projectors finished before most kills: make the history longer"
+
+    assert differences(expected_state(history.events), await table_state(pool)) == []
+    entries = []
+    for stream in settings.streams:
+        entries += await dead_letters(redis_client, stream)
+    ids = Counter((d["stream"], d["entry_id"]) for d in entries)
+    ledger = await pool.fetch(f"SELECT stream, entry_id, lease_owner, lease_at, created_at FROM {DEAD_LETTERS}")
+    assert [k for k, n in ids.items() if n > 1] == [], [tuple(r) for r in ledger]
+    assert Counter(d["event"] for d in entries) == Counter(history.poison)
+    assert await outstanding(redis_client, settings) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("replicas", "shards", "kills"),
+    [
+        pytest.param(1, 1, 6, id="one-replica-one-stream"),
+        pytest.param(2, 4, 8, id="two-replicas-four-shards"),
+        pytest.param(3, 4, 10, id="three-replicas-four-shards"),
+    ],
+)
+async def test_projectors_killed_mid_batch_and_restarted_leave_the_tables_of_an_independent_fold(
+    env, pool, redis_client, replicas, shards, kills
+):
+    await crash_run(env, pool, redis_client, replicas=replicas, shards=shards, kills=kills, seed=replicas * 100 + shards)
+
+
+async def test_sigterm_finishes_the_batch_in_hand_and_leaves_nothing_pending_for_the_consumer(
+    env, pool, redis_client
+):
+    env = {**env, "ORDERVIEW_BATCH_SIZE": "200", "ORDERVIEW_LOG_LEVEL": "WARNING"}
+    settings = load_settings(env)
+    history = generate(21, tenants=2, orders=1500, participants=30)
+    await publish_lines(redis_client, settings, history.lines())
+    group = Replicas({**os.environ, **env}, 1)
+    await asyncio.sleep(1.0)
+    assert await outstanding(redis_client, settings) > 0, "the projector finished before SIGTERM"
+    codes = group.stop_all()
+    assert codes == {"projector-0": 0}
+    pending = await redis_client.xpending(settings.streams[0], settings.consumer_group)
+    assert pending["pending"] == 0, pending
+    # What it acknowledged is committed: the rest is applied by the next projector.
+    group = Replicas({**os.environ, **env}, 1)
+    try:
+        await wait_until_caught_up(redis_client, settings, timeout=120)
+    finally:
+        group.stop_all()
+    assert differences(expected_state(history.events), await table_state(pool)) == []
