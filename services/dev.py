@@ -52,8 +52,8 @@ def dev_command(settings: Settings, args: argparse.Namespace) -> int:
         return session.run()
     except Stopped:
         return 0
-    except EmbeddedError as exc:
-        print(f"orderview dev: {exc}", file=sys.stderr)
+    except (EmbeddedError, OSError, asyncpg.PostgresError, redis.RedisError) as exc:
+        print(f"orderview dev: {exc}", file=sys.stderr)  # a configured server that is down, say
         return 1
     finally:
         session.stopping = True
