@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import re
 import secrets
+import sys
 
 import asyncpg
 
@@ -88,7 +89,7 @@ def keys_command(settings: Settings, args: argparse.Namespace) -> int:
                 return 0
             key_id = await revoke_key(conn, args.key)
             if key_id is None:
-                print("orderview: no such key", flush=True)
+                print("orderview: no such key", file=sys.stderr)
                 return 1
             print(f"revoked {key_id}")
             return 0

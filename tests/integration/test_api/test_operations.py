@@ -1,0 +1,98 @@
+"""Health, readiness, metrics and the OpenAPI schema of the application."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from orderview.settings import load_settings
+from services.api.app import create_app
+from tests.integration.test_api.conftest import api_env
+
+
+async def test_liveness_and_readiness_answer_200_with_postgresql_up(loaded, client):
+    assert (await client.get("/health/live")).status_code == 200
+    assert (await client.get("/health/ready")).status_code == 200
+
+
+async def test_readiness_is_503_while_draining(loaded, app, client):
+    app.drain.start()
+    try:
+        assert (await client.get("/health/ready")).status_code == 503
+        assert (await client.get("/health/live")).status_code == 200
+    finally:
+        app.drain.draining = False
+
+
+async def test_an_unreachable_postgresql_is_503_not_500(database_url, redis_url):
+    env = api_env(database_url, redis_url)
+    env["ORDERVIEW_READ_DATABASE_URL"] = "postgresql://postgres@127.0.0.1:1/nowhere"
+    edge = create_app(load_settings(env))
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def run() -> None:
+        async with edge.app.lifespan():
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(run())
+    await started.wait()
+    try:
+        transport = httpx.ASGITransport(app=edge)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            assert (await c.get("/health/live")).status_code == 200
+            assert (await c.get("/health/ready")).status_code == 503
+            headers = {"Authorization": "Bearer ovk_whatever"}
+            response = await c.get("/api/v1/service-orders", headers=headers)
+            assert response.status_code == 503
+            assert response.json()["error"]["code"] == "unavailable"
+            response = await c.get("/v1/orders", headers=headers)
+            assert response.json() == {
+                "success": False,
+                "error": {"code": "unavailable", "message": "the database cannot be reached"},
+            }
+    finally:
+        stop.set()
+        await task
+
+
+async def test_metrics_count_requests_by_route_and_status_and_show_pool_and_lag(
+    loaded, client, acme, api_settings
+):
+    await client.get("/v1/orders", headers=acme)
+    await client.get("/v1/orders?limit=0", headers=acme)
+
+    text = (await client.get("/metrics")).text
+
+    assert 'orderview_api_requests_total{method="GET",route="/v1/orders",status="200"}' in text
+    assert 'orderview_api_requests_total{method="GET",route="/v1/orders",status="400"}' in text
+    assert (
+        'orderview_api_request_seconds_bucket{le="0.005",route="/v1/orders",status="200"}' in text
+    )
+    assert 'orderview_api_pool_connections{state="in_use"}' in text
+    stream = api_settings.streams[0]
+    assert f'orderview_stream_lag{{stream="{stream}"}} 0.0' in text
+    assert "orderview_api_redis_up 1.0" in text
+
+
+async def test_the_openapi_schema_documents_both_dialects_parameters_errors_and_bearer(client):
+    schema = (await client.get("/schema/openapi.json")).json()
+
+    paths = schema["paths"]
+    v1 = paths["/api/v1/service-orders"]["get"]
+    v2 = paths["/v1/orders"]["get"]
+    assert {p["name"] for p in v1["parameters"]} >= {
+        "event_key", "status", "participant_id", "order_number", "sort", "order", "include",
+        "limit", "cursor",
+    }  # fmt: skip
+    assert {p["name"] for p in v2["parameters"]} >= {
+        "limit", "cursor", "status", "type", "customerId", "locationId", "startDate", "endDate",
+        "createdAfter",
+    }  # fmt: skip
+    assert {"400", "401", "403", "404"} <= set(v1["responses"]) & set(v2["responses"])
+    assert v1["security"] == [{"bearer": []}]
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert "/api/v1/service-orders/{order_id}" in paths and "/v1/orders/{order_id}" in paths
+    page = await client.get("/schema")
+    assert page.status_code == 200 and "<html" in page.text.lower()
