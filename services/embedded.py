@@ -260,7 +260,9 @@ class EmbeddedStack:
             account.grant_traversal(bin_dir.parent)
             account.grant_install(bin_dir.parent)
             account.grant_traversal(self.folder)
-        as_user = {"user": account.uid, "group": account.gid, "extra_groups": []}
+        as_user = {}
+        if account.is_other:  # setgroups needs root: only when switching users
+            as_user = {"user": account.uid, "group": account.gid, "extra_groups": []}
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb(bin_dir, account, as_user)
         self._clear_stale_postmaster()
