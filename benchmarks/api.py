@@ -1,0 +1,353 @@
+"""Read API benchmark: 1 000 000 orders over 10 tenants, wrk against the API and a bare ceiling.
+
+    .venv/bin/python benchmarks/api.py [--orders 1000000] [--seconds 10] [--servers uvicorn,granian]
+
+Uses PostgreSQL at ORDERVIEW_BENCH_ADMIN_URL (default postgresql://postgres@127.0.0.1:5432/postgres):
+creates its own database, loads it with COPY (documents from the projector's render functions),
+runs wrk (installed with apt-get when missing), prints the machine and the numbers, drops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import platform
+import random
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import msgspec
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from projections.documents import render_order  # noqa: E402
+from projections.events import Item  # noqa: E402
+from projections.fold import OrderState  # noqa: E402
+from projections.migrate import migrate  # noqa: E402
+from projections.tables import ORDERS  # noqa: E402
+from services.api.keys import create_key, set_feature  # noqa: E402
+from services.api.queries import next_cursor, service_orders_list  # noqa: E402
+
+BIN = Path(sys.executable).parent
+TENANTS = 10
+TENANT = "t3"
+STATUSES = ("draft", "pending", "confirmed", "in_progress", "completed", "cancelled")
+SECRET = "bench-cursor-secret-" + secrets.token_hex(8)
+LIST = {"status": "confirmed", "sort": "total", "limit": "25"}
+COLUMNS = [
+    "tenant", "id", "seq", "type", "status", "payment_status", "currency", "order_number",
+    "event_key", "participant_id", "location_id", "scheduled_at", "duration", "subtotal",
+    "tax_total", "total", "submitted_at", "confirmed_at", "cancelled_at", "created_at",
+    "updated_at", "state", "doc_v1", "items_v1", "doc_v2",
+]  # fmt: skip
+_state = msgspec.msgpack.Encoder()
+BASE = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+# ---- machine -----------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")), platform.processor(),
+    )  # fmt: skip
+    mem = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text())[1]) // 1024
+    return (
+        f"CPU: {cpu}; cores: {os.cpu_count()}; RAM: {mem} MiB; "
+        f"Python {platform.python_version()} on {platform.platform()}"
+    )
+
+
+def ensure_wrk() -> str:
+    if shutil.which("wrk") is None:
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        subprocess.run([*sudo, "apt-get", "install", "-y", "wrk"], check=True)
+    return shutil.which("wrk") or "wrk"
+
+
+# ---- data ----------------------------------------------------------------------------------------
+
+
+def order_row(order_id: int) -> tuple:
+    rnd = random.Random(order_id)
+    created = BASE + timedelta(seconds=order_id * 7 + rnd.randrange(1000))
+    status = rnd.choice(STATUSES)
+    items = tuple(
+        Item(i, rnd.choice(["Consultation", "Room hire", "Ticket", "Café ☕"]), rnd.randint(1, 4),
+             Decimal(rnd.randrange(100, 50000)) / 100, Decimal("0.0875"), f"svc_{rnd.randrange(99)}")
+        for i in range(1, rnd.randint(1, 3) + 1)
+    )  # fmt: skip
+    submitted = None if status == "draft" else created + timedelta(minutes=5)
+    state = OrderState(
+        tenant=f"t{order_id % TENANTS}", id=order_id, seq=3, type=rnd.choice(["booking", "sale"]),
+        status=status, payment_status="pending", currency="EUR",
+        order_number=None if order_id % 9 == 0 else f"SO-{order_id:07d}",
+        event_key=f"event-{order_id % 40}", participant_id=order_id % 5000 or None,
+        location_id=f"loc_{order_id % 30}", scheduled_at=created + timedelta(days=3),
+        duration=60, notes="First-time customer" if order_id % 3 == 0 else None, items=items,
+        submitted_at=submitted, confirmed_at=None, cancelled_at=None, cancellation_reason=None,
+        created_at=created, updated_at=created + timedelta(hours=1),
+    )  # fmt: skip
+    docs = render_order(state)
+    return (
+        state.tenant, state.id, state.seq, state.type, state.status, state.payment_status,
+        state.currency, state.order_number, state.event_key, state.participant_id,
+        state.location_id, state.scheduled_at, state.duration, docs.subtotal, docs.tax_total,
+        docs.total, state.submitted_at, None, None, state.created_at, state.updated_at,
+        _state.encode(state), docs.doc_v1, docs.items_v1, docs.doc_v2,
+    )  # fmt: skip
+
+
+def rows_of(bounds: tuple[int, int]) -> list[tuple]:
+    return [order_row(i) for i in range(*bounds)]
+
+
+async def load(url: str, count: int) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+        indexes = await conn.fetch(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname || '.' || tablename = $1"
+            " AND indexname NOT LIKE '%pkey'",
+            ORDERS,
+        )
+        for idx in indexes:
+            await conn.execute(f"DROP INDEX read_model.{idx['indexname']}")
+        chunk = 20_000
+        started = time.monotonic()
+        with multiprocessing.get_context("fork").Pool(os.cpu_count() or 2) as workers:
+            bounds = [(i, min(i + chunk, count + 1)) for i in range(1, count + 1, chunk)]
+            for rows in workers.imap(rows_of, bounds):
+                await conn.copy_records_to_table(
+                    "orders", schema_name="read_model", records=rows, columns=COLUMNS
+                )
+        for idx in indexes:
+            await conn.execute(idx["indexdef"])
+        await conn.execute(f"VACUUM ANALYZE {ORDERS}")
+        size = await conn.fetchval(f"SELECT pg_size_pretty(pg_total_relation_size('{ORDERS}'))")
+        avg = await conn.fetchval(f"SELECT avg(length(doc_v1))::int FROM {ORDERS} WHERE id < 5000")
+        print(f"loaded {count} orders in {time.monotonic() - started:.0f} s ({size}, "
+              f"~{avg} bytes per order document)")  # fmt: skip
+    finally:
+        await conn.close()
+
+
+async def prepare(url: str) -> tuple[str, str, list[int]]:
+    """A key, the deep-page cursor, and ids of the benchmark tenant."""
+    conn = await asyncpg.connect(url)
+    try:
+        _, key = await create_key(conn, TENANT, ["service_orders", "orders:read"])
+        await set_feature(conn, TENANT, "service_orders", True)
+        matching = await conn.fetchval(
+            f"SELECT count(*) FROM {ORDERS} WHERE tenant = $1 AND status = $2",
+            TENANT,
+            LIST["status"],
+        )
+        offset = min(10_000 * 25, matching - 26)
+        row = await conn.fetchrow(
+            f"SELECT total, id FROM {ORDERS} WHERE tenant = $1 AND status = $2"
+            " ORDER BY total DESC, id DESC OFFSET $3 LIMIT 1",
+            TENANT, LIST["status"], offset,
+        )  # fmt: skip
+        query = service_orders_list(TENANT, {k: [v] for k, v in LIST.items()}, SECRET.encode())
+        cursor = next_cursor(query, row["total"], row["id"], SECRET.encode())
+        print(f"deep page: cursor after row {offset} of {matching} matching orders")
+        ids = [r[0] for r in await conn.fetch(
+            f"SELECT id FROM {ORDERS} WHERE tenant = $1 ORDER BY random() LIMIT 1000", TENANT)]  # fmt: skip
+        return key, cursor, ids
+    finally:
+        await conn.close()
+
+
+# ---- servers and wrk -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(kind: str, port: int, env: dict[str, str]) -> subprocess.Popen:
+    commands = {
+        "uvicorn": [str(BIN / "orderview"), "api", "--port", str(port)],
+        "granian": [str(BIN / "granian"), "--interface", "asgi", "--factory", "--loop", "uvloop",
+                    "--no-ws", "--log-level", "warning", "--port", str(port),
+                    "services.api.server:app_from_env"],
+        "ceiling": [str(BIN / "uvicorn"), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+                    "--log-level", "warning", "--port", str(port), "benchmarks.api_ceiling:app"],
+    }  # fmt: skip
+    proc = subprocess.Popen(commands[kind], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2):
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{kind} did not start")
+
+
+def rss_mib(pid: int) -> float:
+    """RSS of a process and its children (granian runs its worker as a child)."""
+    total = 0
+    pids = [pid] + [int(p) for p in subprocess.run(
+        ["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]  # fmt: skip
+    for p in pids:
+        with contextlib.suppress(OSError, TypeError):
+            total += int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{p}/status").read_text())[1])
+    return total / 1024
+
+
+def wrk(binary: str, url: str, seconds: int, key: str, lua: str | None) -> dict[str, float]:
+    args = [
+        binary,
+        "-t1",
+        "-c16",
+        f"-d{seconds}s",
+        "--latency",
+        "-H",
+        f"Authorization: Bearer {key}",
+    ]
+    if lua:
+        args += ["-s", lua]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+
+    def ms(p: str) -> float:
+        value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()
+        return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+    return {"rps": rps, "p50": ms("50"), "p99": ms("99"), "errors": int(errors[1]) if errors else 0}
+
+
+def run_target(kind, env, scenarios, seconds, key, wrk_bin) -> dict:
+    port = free_port()
+    proc = start(kind, port, env)
+    results, peak = {}, 0.0
+    try:
+        for name, (path, lua) in scenarios.items():
+            url = f"http://127.0.0.1:{port}{path}"
+            wrk(wrk_bin, url, 2, key, lua)  # warm up: pool, prepared statements, caches
+            stop = threading.Event()
+
+            def sample(stop: threading.Event = stop) -> None:
+                nonlocal peak
+                while not stop.wait(0.5):
+                    peak = max(peak, rss_mib(proc.pid))
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            results[name] = wrk(wrk_bin, url, seconds, key, lua)
+            stop.set()
+            sampler.join()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    results["rss"] = peak
+    results["exit"] = code
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=1_000_000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--servers", default="uvicorn,granian")
+    args = parser.parse_args()
+    print(machine())
+    wrk_bin = ensure_wrk()
+    admin = os.environ.get(
+        "ORDERVIEW_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+    name = f"orderview_bench_{secrets.token_hex(4)}"
+    url = urlunsplit(urlsplit(admin)._replace(path=f"/{name}"))
+
+    async def admin_sql(sql: str) -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin_sql(f'CREATE DATABASE "{name}"'))
+    try:
+        print(
+            f"PostgreSQL: {subprocess.run(['psql', '--version'], capture_output=True, text=True).stdout.strip()}"
+        )
+        asyncio.run(load(url, args.orders))
+        key, cursor, ids = asyncio.run(prepare(url))
+        return measure(args, url, key, cursor, ids, wrk_bin)
+    finally:
+        asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        print(f"dropped database {name}")
+
+
+def measure(args, url: str, key: str, cursor: str, ids: list[int], wrk_bin: str) -> int:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERVIEW_")}
+    env |= {
+        "ORDERVIEW_DATABASE_URL": url, "ORDERVIEW_CURSOR_SECRET": SECRET,
+        "ORDERVIEW_LOG_LEVEL": "WARNING", "BENCH_TENANT": TENANT, "BENCH_LIST": json.dumps(LIST),
+        "BENCH_DEEP": json.dumps(LIST | {"cursor": cursor}), "PYTHONPATH": str(ROOT),
+    }  # fmt: skip
+    folder = Path(tempfile.mkdtemp(prefix="orderview-bench-"))
+    list_qs = "&".join(f"{k}={v}" for k, v in LIST.items())
+
+    def by_id(prefix: str) -> str:
+        lua = folder / f"{prefix.strip('/').replace('/', '_')}.lua"
+        lua.write_text(
+            "local ids = {" + ",".join(map(str, ids)) + "}\n"
+            f'request = function() return wrk.format(nil, "{prefix}" .. ids[math.random(#ids)]) end\n'
+        )
+        return str(lua)
+
+    api = {
+        "list": (f"/api/v1/service-orders?{list_qs}", None),
+        "deep": (f"/api/v1/service-orders?{list_qs}&cursor={cursor}", None),
+        "get": ("/api/v1/service-orders/1", by_id("/api/v1/service-orders/")),
+    }
+    ceiling = {"list": ("/list", None), "deep": ("/deep", None), "get": ("/one/1", by_id("/one/"))}
+    report = {"ceiling": run_target("ceiling", env, ceiling, args.seconds, key, wrk_bin)}
+    for server in args.servers.split(","):
+        report[server] = run_target(server, env, api, args.seconds, key, wrk_bin)
+    print_report(report)
+    return 0
+
+
+def print_report(report: dict) -> None:
+    ceiling = report["ceiling"]
+    print(
+        f"\n{'target':<10}{'scenario':<8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'of ceiling':>12}{'non-2xx':>9}"
+    )
+    for target, results in report.items():
+        for scenario in ("list", "deep", "get"):
+            r = results[scenario]
+            share = r["rps"] / ceiling[scenario]["rps"] * 100
+            print(f"{target:<10}{scenario:<8}{r['rps']:>9.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}"
+                  f"{share:>11.0f}%{r['errors']:>9}")  # fmt: skip
+        deep = results["deep"]["p50"] / results["list"]["p50"]
+        print(f"{target:<10}peak RSS {results['rss']:.0f} MiB; deep/first p50 {deep:.2f}; "
+              f"exit code after SIGTERM {results['exit']}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
