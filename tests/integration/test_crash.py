@@ -57,7 +57,11 @@ class Replicas:
 
 
 async def crash_run(env, pool, redis_client, *, replicas: int, shards: int, kills: int, seed: int):
-    streams = ",".join(f"{env['ORDERVIEW_STREAMS']}:{i}" for i in range(shards)) if shards > 1 else env["ORDERVIEW_STREAMS"]
+    streams = (
+        ",".join(f"{env['ORDERVIEW_STREAMS']}:{i}" for i in range(shards))
+        if shards > 1
+        else env["ORDERVIEW_STREAMS"]
+    )
     env = {
         **env,
         "ORDERVIEW_STREAMS": streams,
@@ -85,14 +89,18 @@ async def crash_run(env, pool, redis_client, *, replicas: int, shards: int, kill
     finally:
         codes = group.stop_all()
     assert set(codes.values()) == {0}, codes
-    assert killed_mid_work >= kills // 2, "the projectors finished before most kills: make the history longer"
+    assert killed_mid_work >= kills // 2, (
+        "the projectors finished before most kills: make the history longer"
+    )
 
     assert differences(expected_state(history.events), await table_state(pool)) == []
     entries = []
     for stream in settings.streams:
         entries += await dead_letters(redis_client, stream)
     ids = Counter((d["stream"], d["entry_id"]) for d in entries)
-    ledger = await pool.fetch(f"SELECT stream, entry_id, lease_owner, lease_at, created_at FROM {DEAD_LETTERS}")
+    ledger = await pool.fetch(
+        f"SELECT stream, entry_id, lease_owner, lease_at, created_at FROM {DEAD_LETTERS}"
+    )
     assert [k for k, n in ids.items() if n > 1] == [], [tuple(r) for r in ledger]
     assert Counter(d["event"] for d in entries) == Counter(history.poison)
     assert await outstanding(redis_client, settings) == 0
@@ -110,7 +118,15 @@ async def crash_run(env, pool, redis_client, *, replicas: int, shards: int, kill
 async def test_projectors_killed_mid_batch_and_restarted_leave_the_tables_of_an_independent_fold(
     env, pool, redis_client, replicas, shards, kills
 ):
-    await crash_run(env, pool, redis_client, replicas=replicas, shards=shards, kills=kills, seed=replicas * 100 + shards)
+    await crash_run(
+        env,
+        pool,
+        redis_client,
+        replicas=replicas,
+        shards=shards,
+        kills=kills,
+        seed=replicas * 100 + shards,
+    )
 
 
 async def test_sigterm_finishes_the_batch_in_hand_and_leaves_nothing_pending_for_the_consumer(
