@@ -13,7 +13,13 @@ import msgspec
 from msgspec import Struct
 
 from projections.events import CENT, Item
-from projections.fold import OrderState, ParticipantState, line_amounts, order_amounts
+from projections.fold import (
+    LineAmounts,
+    OrderState,
+    ParticipantState,
+    line_amounts,
+    sum_lines,
+)
 
 encoder = msgspec.json.Encoder(decimal_format="number")
 
@@ -103,8 +109,18 @@ def money(value: Decimal) -> Decimal:
 
 def rate(value: Decimal) -> Decimal:
     """A rate as served: no trailing zeros, never an exponent."""
-    text = format(value.normalize(), "f")
-    return Decimal(text)
+    if value.is_signed():  # -0 equals 0 but is served as -0: keep it out of the cache
+        return Decimal(format(value.normalize(), "f"))
+    served = _served_rates.get(value)
+    if served is None:
+        if len(_served_rates) >= 1024:  # a handful of rates in practice; stay bounded anyway
+            _served_rates.clear()
+        served = _served_rates[value] = Decimal(format(value.normalize(), "f"))
+    return served
+
+
+# Equal rates (0.19, 0.190) serve the same text, so any of them may stand for the others.
+_served_rates: dict[Decimal, Decimal] = {}
 
 
 class RenderedOrder(Struct, frozen=True):
@@ -120,9 +136,10 @@ class RenderedOrder(Struct, frozen=True):
 
 def render_order(state: OrderState) -> RenderedOrder:
     """Render both dialects' documents (participant fields are spliced in at read time)."""
-    amounts = order_amounts(state.items)
+    lines = [line_amounts(i) for i in state.items]
+    amounts = sum_lines(lines)
     subtotal, tax_total, total = money(amounts.subtotal), money(amounts.tax), money(amounts.total)
-    items = [_service_item(i) for i in state.items]
+    items = [_service_item(i, line) for i, line in zip(state.items, lines, strict=True)]
     v1 = ServiceOrder(
         id=state.id,
         order_number=state.order_number,
@@ -140,13 +157,12 @@ def render_order(state: OrderState) -> RenderedOrder:
         created_at=state.created_at,
         updated_at=state.updated_at,
     )
-    v2 = _order_v2(state, subtotal, tax_total, total)
+    v2 = _order_v2(state, items, subtotal, tax_total, total)
     docs = (encoder.encode(v1), encoder.encode(items), _without_customer(v2))
     return RenderedOrder(subtotal, tax_total, total, *docs)
 
 
-def _service_item(item: Item) -> ServiceOrderItem:
-    line = line_amounts(item)
+def _service_item(item: Item, line: LineAmounts) -> ServiceOrderItem:
     return ServiceOrderItem(
         id=item.id,
         service_id=item.service_id,
@@ -160,7 +176,13 @@ def _service_item(item: Item) -> ServiceOrderItem:
     )
 
 
-def _order_v2(state: OrderState, subtotal: Decimal, tax: Decimal, total: Decimal) -> Order:
+def _order_v2(
+    state: OrderState,
+    items: list[ServiceOrderItem],
+    subtotal: Decimal,
+    tax: Decimal,
+    total: Decimal,
+) -> Order:
     return Order(
         id=f"ord_{state.id}",
         type=state.type,
@@ -171,9 +193,7 @@ def _order_v2(state: OrderState, subtotal: Decimal, tax: Decimal, total: Decimal
         locationId=state.location_id,
         scheduledAt=state.scheduled_at,
         duration=state.duration,
-        services=[
-            OrderService(i.service_id, i.name, money(i.unit_price), i.quantity) for i in state.items
-        ],
+        services=[OrderService(i.service_id, i.name, i.unit_price, i.quantity) for i in items],
         subtotal=subtotal,
         tax=tax,
         total=total,

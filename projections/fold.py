@@ -87,7 +87,11 @@ def line_amounts(item: Item) -> LineAmounts:
 
 def order_amounts(items: tuple[Item, ...]) -> LineAmounts:
     """The order's subtotal, tax_total and total: sums of its lines."""
-    lines = [line_amounts(i) for i in items]
+    return sum_lines([line_amounts(i) for i in items])
+
+
+def sum_lines(lines: list[LineAmounts]) -> LineAmounts:
+    """The order's amounts from its lines' amounts."""
     subtotal = sum((line.subtotal for line in lines), Decimal(0))
     tax = sum((line.tax for line in lines), Decimal(0))
     return LineAmounts(subtotal, tax, subtotal + tax)
