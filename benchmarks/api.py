@@ -328,6 +328,9 @@ def measure(args, url: str, key: str, cursor: str, ids: list[int], wrk_bin: str)
     ceiling = {"list": ("/list", None), "deep": ("/deep", None), "get": ("/one/1", by_id("/one/"))}
     report = {"ceiling": run_target("ceiling", env, ceiling, args.seconds, key, wrk_bin)}
     for server in args.servers.split(","):
+        if server == "granian" and not (BIN / "granian").exists():
+            print("granian is not installed (pip install granian): measuring uvicorn only")
+            continue
         report[server] = run_target(server, env, api, args.seconds, key, wrk_bin)
     print_report(report)
     return 0
