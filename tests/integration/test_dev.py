@@ -204,3 +204,35 @@ def test_dev_uses_configured_servers_and_starts_none(tmp_path, own_database, red
         assert run.stop() == 0
     assert_nothing_left(pids, [])
     assert not (tmp_path / "postgres").exists()
+
+
+def _wait_for_line(run: DevRun, needle: str, timeout: float = COLD_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = run._queue.get(timeout=1)
+        except queue.Empty:
+            continue
+        if line is None:
+            break
+        run.lines.append(line)
+        if needle in line:
+            return
+    raise AssertionError(f"{needle!r} never printed:\n" + run.text[-3000:])
+
+
+@pytest.mark.parametrize(
+    ("moment", "sig", "code"),
+    [
+        pytest.param('"migrated"', signal.SIGINT, 0, id="ctrl-c-while-starting"),
+        pytest.param(BANNER_END, signal.SIGKILL, -signal.SIGKILL, id="dev-killed-outright"),
+    ],
+)
+def test_dev_leaves_no_process_behind_when_stopped_early_or_killed(tmp_path, moment, sig, code):
+    argv = [sys.executable, "-m", "orderview.cli", "dev", "--data-dir", str(tmp_path)]
+    run = DevRun.start([*argv, "--port", str(free_port())], dev_env())
+    _wait_for_line(run, moment)
+    pids = run.descendants()
+    assert len(pids) >= 3  # dev, postgres, valkey at least
+    assert run.stop(sig) == code
+    assert_nothing_left(pids, list(json.loads((tmp_path / "ports.json").read_text()).values()))
