@@ -109,7 +109,9 @@ class DevSession:
             self.folder, durable=True, postgres=not db_url, valkey=not redis_url
         )
         log.info("starting embedded servers", extra={"folder": str(self.folder)})
+        started = time.monotonic()
         pg_admin, embedded_redis = self.stack.start()
+        log.info("embedded servers up", extra={"seconds": round(time.monotonic() - started, 2)})
         if pg_admin:
             asyncio.run(ensure_database(pg_admin, DATABASE))
             db_url = urlunsplit(urlsplit(pg_admin)._replace(path=f"/{DATABASE}"))
