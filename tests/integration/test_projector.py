@@ -248,3 +248,61 @@ def test_logs_are_one_json_object_a_line_off_a_terminal(subprocess_env, tmp_path
     )
     records = [msgspec.json.decode(line) for line in proc.stderr.splitlines() if line.strip()]
     assert records and all({"ts", "level", "logger", "msg"} <= set(r) for r in records)
+
+
+async def test_entries_left_pending_by_a_dead_consumer_are_reclaimed_and_applied_once(
+    env, pool, redis_client
+):
+    settings = load_settings({**env, "ORDERVIEW_CLAIM_IDLE_MS": "300"})
+    stream = settings.streams[0]
+    lines = [ev("order.created", 1, 1, CREATED), ev("order.confirmed", 1, 2), POISON_LINES[0]]
+    await publish_lines(redis_client, settings, lines)
+    await redis_client.xgroup_create(stream, settings.consumer_group, id="0", mkstream=True)
+    # A consumer that read the entries and died before acknowledging them.
+    taken = await redis_client.xreadgroup(
+        settings.consumer_group, "dead-consumer", {stream: ">"}, count=10
+    )
+    assert len(taken[0][1]) == 3
+    async with projector(settings):
+        await wait_until_caught_up(redis_client, settings)
+    assert (await pool.fetchval(f"SELECT status FROM {ORDERS} WHERE id = 1")) == "confirmed"
+    assert [d["event"] for d in await dead_letters(redis_client, stream)] == [POISON_LINES[0]]
+    consumers = {
+        c["name"]: c["pending"]
+        for c in await redis_client.xinfo_consumers(stream, settings.consumer_group)
+    }
+    assert consumers.get(b"dead-consumer", 0) == 0
+
+
+async def test_the_projector_serves_its_counters_on_the_metrics_port(env, pool, redis_client):
+    import socket
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = load_settings({**env, "ORDERVIEW_METRICS_PORT": str(port)})
+    lines = [
+        ev("order.created", 1, 1, CREATED),
+        ev("order.created", 1, 1, CREATED),
+        ev("order.custom", 1, 2),
+        POISON_LINES[0],
+    ]
+    await publish_lines(redis_client, settings, lines)
+    async with projector(settings):
+        await wait_until_caught_up(redis_client, settings)
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    stream = settings.streams[0]
+
+    def value(name: str, **labels: str) -> float:
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted({"stream": stream, **labels}.items()))
+        line = next(line for line in text.splitlines() if line.startswith(f"{name}{{{wanted}}}"))
+        return float(line.rsplit(" ", 1)[1])
+
+    assert value("orderview_events_applied_total") == 2
+    assert value("orderview_events_duplicate_total") == 1
+    assert value("orderview_events_unknown_type_total") == 1
+    assert value("orderview_dead_letters_total", reason="invalid") == 1
+    assert f'orderview_batch_seconds_count{{stream="{stream}"}}' in text
