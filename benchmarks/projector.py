@@ -8,6 +8,8 @@ database and stream keys of its own, removed at the end. The projector is the re
 
 1. ceiling: XREADGROUP COUNT <batch> of the backlog, one unnest upsert of (entry id, raw event) per
    batch in a transaction, XACK; no decoding, no logic. In this process.
+1b. orders upsert alone: the projector's own orders upsert (same SQL, the batches' rows rendered
+   beforehand, untimed), one transaction per batch: what the read-model schema costs PostgreSQL.
 2. projector: the same pre-published backlog through a fresh consumer group, from its first
    delivery to the group having nothing pending or undelivered (XINFO GROUPS polled every 10 ms).
 3. freshness: events published at a steady rate while the projector runs; latency is the time the
@@ -44,6 +46,9 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.workload import Generated, Workload  # noqa: E402
+from projections import writer  # noqa: E402
+from projections.events import decode_event  # noqa: E402
+from projections.fold import plan_batch  # noqa: E402
 from projections.migrate import migrate  # noqa: E402
 from projections.tables import ORDERS, PARTICIPANTS  # noqa: E402
 
@@ -207,6 +212,43 @@ async def measure_ceiling(bench: Bench, stream: str, group: str, total: int) -> 
     progress.close()
     if done != total:
         raise RuntimeError(f"ceiling read {done} of {total} entries")
+    return done / elapsed
+
+
+# ---- 1b. the schema's own cost ------------------------------------------------------------
+
+
+async def measure_orders_upsert(bench: Bench, stream: str, total: int) -> float:
+    """Events/s of the projector's orders upsert alone: same SQL and rows, rendered beforehand."""
+    orders: dict = {}
+    participants: dict = {}
+    progress = Progress("orders upsert alone", total)
+    done, elapsed, cursor = 0, 0.0, "-"
+    async with bench.pool.acquire() as conn:
+        while done < total:
+            chunk = []  # a few batches rendered (untimed), then written (timed)
+            for _ in range(20):
+                entries = await bench.redis.xrange(stream, cursor, "+", count=bench.batch_size)
+                entries = [e for e in entries if e[0] != cursor]
+                if not entries:
+                    break
+                cursor = entries[-1][0]
+                events = [(i, decode_event(f[b"event"])) for i, f in entries]
+                plan = plan_batch(events, orders, participants)
+                orders.update(plan.orders)
+                participants.update(plan.participants)
+                rows = [writer._order_row(s) for s in plan.orders.values()]
+                chunk.append((len(entries), writer._columns(rows, len(writer._ORDER_COLUMNS))))
+            if not chunk:
+                break
+            started = time.perf_counter()
+            for count, columns in chunk:
+                async with conn.transaction():
+                    await conn.execute(writer._UPSERT_ORDERS, *columns)
+                done += count
+            elapsed += time.perf_counter() - started
+            progress.set(done)
+    progress.close()
     return done / elapsed
 
 
@@ -511,17 +553,20 @@ async def run(args: argparse.Namespace) -> None:
         await publish(bench, stream, events, len(events))
         del events
 
-        ceilings, speeds = [], []
+        ceilings, upserts, speeds = [], [], []
         for r in range(1, args.rounds + 1):
             await reset_read_model(bench)
             ceiling = await measure_ceiling(bench, stream, f"ceiling-{r}", args.events)
             await reset_read_model(bench)
+            upsert = await measure_orders_upsert(bench, stream, args.events)
+            await reset_read_model(bench)
             speed = await measure_projector(bench, stream, f"projector-{r}", args.events)
             ceilings.append(ceiling)
+            upserts.append(upsert)
             speeds.append(speed)
             say(
-                f"  round {r}: ceiling {ceiling:,.0f} ev/s, projector {speed:,.0f} ev/s, "
-                f"ratio {speed / ceiling:.0%}"
+                f"  round {r}: ceiling {ceiling:,.0f} ev/s, orders upsert alone {upsert:,.0f} ev/s, "
+                f"projector {speed:,.0f} ev/s, ratio {speed / ceiling:.0%}"
             )
 
         fresh = None
@@ -540,19 +585,22 @@ async def run(args: argparse.Namespace) -> None:
             rss = await measure_rss(
                 bench, bench.stream("rss:events"), "projector-rss", args.rss_events, args.seed + 1
             )
-        report(args, ceilings, speeds, fresh, rss)
+        report(args, ceilings, upserts, speeds, fresh, rss)
 
 
-def report(args, ceilings, speeds, fresh: Freshness | None, rss: dict | None) -> None:
+def report(args, ceilings, upserts, speeds, fresh: Freshness | None, rss: dict | None) -> None:
     say("")
     say("results")
     ratios = [s / c for s, c in zip(speeds, ceilings, strict=True)]
     say(f"  ceiling (read + unnest upsert + XACK): {_spread(ceilings, ' ev/s')}")
+    say(f"  orders upsert alone (schema's cost):   {_spread(upserts, ' ev/s')}")
     say(f"  projector ({args.events:,} backlog):     {_spread(speeds, ' ev/s')}")
     say(
         f"  ratio projector/ceiling:               "
         f"{', '.join(f'{r:.0%}' for r in ratios)} (target >= 70%)"
     )
+    to_upsert = [s / u for s, u in zip(speeds, upserts, strict=True)]
+    say(f"  ratio projector/orders upsert alone:   {', '.join(f'{r:.0%}' for r in to_upsert)}")
     if fresh:
         lat = fresh.latencies_ms
         warm = [x for i, x in enumerate(lat) if i >= args.rate]  # the first second is warm-up
