@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -44,6 +45,9 @@ class Stopped(BaseException):
     """SIGINT or SIGTERM arrived: unwind and stop everything."""
 
 
+Check = Callable[[], None]
+
+
 def dev_command(settings: Settings, args: argparse.Namespace) -> int:
     """Run `orderview dev` until SIGINT/SIGTERM; 0 after a requested stop."""
     session = DevSession(settings, args)
@@ -53,10 +57,11 @@ def dev_command(settings: Settings, args: argparse.Namespace) -> int:
     except Stopped:
         return 0
     except (EmbeddedError, OSError, asyncpg.PostgresError, redis.RedisError) as exc:
+        if session.stop_requested:
+            return 0  # e.g. the terminal's Ctrl-C also reached a `keys create` child
         print(f"orderview dev: {exc}", file=sys.stderr)  # a configured server that is down, say
         return 1
     finally:
-        session.stopping = True
         session.teardown()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -73,12 +78,19 @@ class DevSession:
         self.requested_port = args.port
         self.stack: EmbeddedStack | None = None
         self.children: dict[str, subprocess.Popen] = {}
-        self.stopping = False
+        self.stop_requested = False
 
     def on_signal(self, signum: int, frame: object) -> None:
-        if not self.stopping:
-            self.stopping = True
+        # Only a flag: raising here could leave a lock (logging's, say) held for the teardown.
+        self.stop_requested = True
+
+    def check(self) -> None:
+        """Raise Stopped after a signal, EmbeddedError when a child has exited."""
+        if self.stop_requested:
             raise Stopped
+        for name, proc in self.children.items():
+            if proc.poll() is not None:
+                raise EmbeddedError(f"{name} exited with {proc.returncode}")
 
     # ---- the run ---------------------------------------------------------------------------
 
@@ -87,16 +99,19 @@ class DevSession:
             EmbeddedStack.wipe(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         db_url, redis_url = self.servers()
+        self.check()
         port = self.api_port()
         env = self.child_env(db_url, redis_url)
         asyncio.run(migrate_database(db_url))
+        self.check()
         self.spawn("projector", ["projector"], env)
         self.spawn("api", ["api", "--host", self.host, "--port", str(port)], env)
         asyncio.run(publish_demo(redis_url, self.settings.streams))  # while those two boot
+        self.check()
         base = f"http://{self.host}:{port}"
         keys = self.keys(base, env)
         first = process_age()
-        wait_for_projection(redis_url, self.settings, self.children)
+        wait_for_projection(redis_url, self.settings, self.check)
         print_banner(base, keys, first, self.describe(db_url, redis_url), env)
         return self.supervise()
 
@@ -162,11 +177,12 @@ class DevSession:
     def supervise(self) -> int:
         """Wait for a signal; a child that exits on its own stops the rest."""
         while True:
-            for name, proc in self.children.items():
-                if proc.poll() is not None:
-                    print(f"orderview dev: {name} exited with {proc.returncode}", file=sys.stderr)
-                    return 1
-            time.sleep(0.2)
+            try:
+                self.check()
+            except EmbeddedError as exc:
+                print(f"orderview dev: {exc}", file=sys.stderr)
+                return 1
+            time.sleep(0.1)
 
     def teardown(self) -> None:
         """SIGTERM to the children, wait (kill after a timeout), then stop the servers."""
@@ -195,7 +211,7 @@ class DevSession:
             kept = json.loads(path.read_text())
         except (OSError, ValueError):
             kept = {}
-        wait_until_ready(base, self.children)
+        wait_until_ready(base, self.check)
         if set(kept) >= set(TENANTS) and all(answers(base, kept[t]) for t in TENANTS):
             return {t: kept[t] for t in TENANTS}
         fresh = create_keys(env)
@@ -309,13 +325,11 @@ def answers(base: str, key: str) -> bool:
     return all(request(base, p, key) == 200 for p in paths)
 
 
-def wait_until_ready(base: str, children: dict[str, subprocess.Popen]) -> None:
-    """Poll /health/ready until 200; fail when the API exits or the timeout passes."""
+def wait_until_ready(base: str, check: Check) -> None:
+    """Poll /health/ready until 200; `check` stops the wait, so does the timeout."""
     deadline = time.monotonic() + READY_TIMEOUT
     while request(base, "/health/ready") != 200:
-        for name, proc in children.items():
-            if proc.poll() is not None:
-                raise EmbeddedError(f"{name} exited with {proc.returncode} at start")
+        check()
         if time.monotonic() > deadline:
             raise EmbeddedError(f"the API at {base} is not ready after {READY_TIMEOUT:.0f}s")
         time.sleep(0.05)
@@ -338,9 +352,7 @@ def outstanding(client: redis.Redis, settings: Settings) -> tuple[int, int]:
     return left, total
 
 
-def wait_for_projection(
-    redis_url: str, settings: Settings, children: dict[str, subprocess.Popen]
-) -> None:
+def wait_for_projection(redis_url: str, settings: Settings, check: Check) -> None:
     """Show the projector catching up with the streams (a progress bar on a terminal)."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     deadline = time.monotonic() + READY_TIMEOUT
@@ -353,8 +365,7 @@ def wait_for_projection(
         )
         with bar:
             while left and time.monotonic() < deadline:
-                if children["projector"].poll() is not None:
-                    raise EmbeddedError("the projector exited at start")
+                check()
                 time.sleep(0.1)
                 left, total = outstanding(client, settings)
                 bar.update(total - left - bar.n)
