@@ -1,10 +1,18 @@
 """Read API benchmark: 1 000 000 orders over 10 tenants, wrk against the API and a bare ceiling.
 
-    .venv/bin/python benchmarks/api.py [--orders 1000000] [--seconds 10] [--servers uvicorn,granian]
+    .venv/bin/python benchmarks/api.py [--orders 1000000] [--seconds 10] [--rounds 3]
+        [--servers uvicorn,granian] [--scenarios list,deep,get] [--keep]
 
 Uses PostgreSQL at ORDERVIEW_BENCH_ADMIN_URL (default postgresql://postgres@127.0.0.1:5432/postgres):
 creates its own database, loads it with COPY (documents from the projector's render functions),
 runs wrk (installed with apt-get when missing), prints the machine and the numbers, drops it.
+`--keep` loads into a fixed database instead, reuses it on the next run when its load completed,
+and leaves it in place.
+
+The ceiling and every server run side by side: all are started, warmed up (2 s per scenario), then
+each round runs every scenario on every target in turn, so noise from the shared machine lands on
+all of them alike. The report gives the median and spread of the rounds; a share of the ceiling is
+taken within each round.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,6 +69,7 @@ COLUMNS = [
 ]  # fmt: skip
 _state = msgspec.msgpack.Encoder()
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
+KEPT = "orderview_bench_kept"
 
 
 # ---- machine -----------------------------------------------------------------------------------
@@ -240,69 +250,104 @@ def wrk(binary: str, url: str, seconds: int, key: str, lua: str | None) -> dict[
     return {"rps": rps, "p50": ms("50"), "p99": ms("99"), "errors": int(errors[1]) if errors else 0}
 
 
-def run_target(kind, env, scenarios, seconds, key, wrk_bin) -> dict:
-    port = free_port()
-    proc = start(kind, port, env)
-    results, peak = {}, 0.0
-    try:
-        for name, (path, lua) in scenarios.items():
-            url = f"http://127.0.0.1:{port}{path}"
-            wrk(wrk_bin, url, 2, key, lua)  # warm up: pool, prepared statements, caches
-            stop = threading.Event()
+def warm_up(server: Server, scenarios: dict, key: str, wrk_bin: str) -> None:
+    """Pool, prepared statements, key cache and the CPU caches, before anything is measured."""
+    for path, lua in scenarios.values():
+        wrk(wrk_bin, f"http://127.0.0.1:{server.port}{path}", 2, key, lua)
 
-            def sample(stop: threading.Event = stop) -> None:
-                nonlocal peak
-                while not stop.wait(0.5):
-                    peak = max(peak, rss_mib(proc.pid))
 
-            sampler = threading.Thread(target=sample)
-            sampler.start()
-            results[name] = wrk(wrk_bin, url, seconds, key, lua)
+class Server:
+    """One target under test: its process, its port and its peak RSS while measured."""
+
+    def __init__(self, kind: str, env: dict[str, str]) -> None:
+        self.kind, self.port = kind, free_port()
+        self.proc = start(kind, self.port, env)
+        self.peak = 0.0
+
+    def measure(self, wrk_bin: str, path: str, lua: str | None, seconds: int, key: str) -> dict:
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.5):
+                self.peak = max(self.peak, rss_mib(self.proc.pid))
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            return wrk(wrk_bin, f"http://127.0.0.1:{self.port}{path}", seconds, key, lua)
+        finally:
             stop.set()
             sampler.join()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(60)
-    results["rss"] = peak
-    results["exit"] = code
-    return results
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=1_000_000)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=10, help="length of one wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each scenario per target")
     parser.add_argument("--servers", default="uvicorn,granian")
+    parser.add_argument("--scenarios", default="list,deep,get")
+    parser.add_argument(
+        "--keep", "--reuse", action="store_true",
+        help=f"load once into {KEPT}_<orders>, reuse it when already loaded, do not drop it",
+    )  # fmt: skip
     args = parser.parse_args()
     print(machine())
     wrk_bin = ensure_wrk()
     admin = os.environ.get(
         "ORDERVIEW_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
     )
-    name = f"orderview_bench_{secrets.token_hex(4)}"
+    name = f"{KEPT}_{args.orders}" if args.keep else f"orderview_bench_{secrets.token_hex(4)}"
     url = urlunsplit(urlsplit(admin)._replace(path=f"/{name}"))
-
-    async def admin_sql(sql: str) -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin_sql(f'CREATE DATABASE "{name}"'))
+    loaded = f"orderview benchmark: {args.orders} orders loaded"
+    print(
+        f"PostgreSQL: {subprocess.run(['psql', '--version'], capture_output=True, text=True).stdout.strip()}"
+    )
+    reuse = args.keep and asyncio.run(_comment(admin, name)) == loaded
+    if not reuse:
+        asyncio.run(_admin_sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(_admin_sql(admin, f'CREATE DATABASE "{name}"'))
     try:
-        print(
-            f"PostgreSQL: {subprocess.run(['psql', '--version'], capture_output=True, text=True).stdout.strip()}"
-        )
-        asyncio.run(load(url, args.orders))
+        if reuse:
+            print(f"reusing database {name} ({args.orders} orders)")
+        else:
+            asyncio.run(load(url, args.orders))
+            asyncio.run(_admin_sql(admin, f"COMMENT ON DATABASE \"{name}\" IS '{loaded}'"))
         key, cursor, ids = asyncio.run(prepare(url))
         return measure(args, url, key, cursor, ids, wrk_bin)
     finally:
-        asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        print(f"dropped database {name}")
+        if args.keep:
+            print(f"kept database {name} (drop it: DROP DATABASE {name})")
+        else:
+            asyncio.run(_admin_sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            print(f"dropped database {name}")
+
+
+async def _admin_sql(admin: str, sql: str) -> None:
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def _comment(admin: str, name: str) -> str | None:
+    """The comment of database `name` (the marker of a completed load), None if it does not exist."""
+    conn = await asyncpg.connect(admin)
+    try:
+        return await conn.fetchval(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1", name
+        )
+    finally:
+        await conn.close()
 
 
 def measure(args, url: str, key: str, cursor: str, ids: list[int], wrk_bin: str) -> int:
+    """Every target started at once; each round runs every scenario on every target in turn."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERVIEW_")}
     env |= {
         "ORDERVIEW_DATABASE_URL": url, "ORDERVIEW_CURSOR_SECRET": SECRET,
@@ -326,30 +371,69 @@ def measure(args, url: str, key: str, cursor: str, ids: list[int], wrk_bin: str)
         "get": ("/api/v1/service-orders/1", by_id("/api/v1/service-orders/")),
     }
     ceiling = {"list": ("/list", None), "deep": ("/deep", None), "get": ("/one/1", by_id("/one/"))}
-    report = {"ceiling": run_target("ceiling", env, ceiling, args.seconds, key, wrk_bin)}
-    for server in args.servers.split(","):
-        if server == "granian" and not (BIN / "granian").exists():
+    scenarios = args.scenarios.split(",")
+    kinds = ["ceiling"]
+    for kind in args.servers.split(","):
+        if kind == "granian" and not (BIN / "granian").exists():
             print("granian is not installed (pip install granian): measuring uvicorn only")
             continue
-        report[server] = run_target(server, env, api, args.seconds, key, wrk_bin)
-    print_report(report)
+        kinds.append(kind)
+    paths = {kind: ceiling if kind == "ceiling" else api for kind in kinds}
+    runs: dict[str, dict[str, list[dict]]] = {k: {s: [] for s in scenarios} for k in kinds}
+    servers: dict[str, Server] = {}
+    exits: dict[str, int] = {}
+    try:
+        for kind in kinds:
+            servers[kind] = Server(kind, env)
+        for kind, server in servers.items():
+            warm_up(server, paths[kind], key, wrk_bin)
+        for round_ in range(args.rounds):
+            for scenario in scenarios:
+                # Rotate who goes first so that no target always follows the same neighbour.
+                order = kinds[round_ % len(kinds) :] + kinds[: round_ % len(kinds)]
+                for kind in order:
+                    path, lua = paths[kind][scenario]
+                    result = servers[kind].measure(wrk_bin, path, lua, args.seconds, key)
+                    runs[kind][scenario].append(result)
+                    print(f"round {round_ + 1} {scenario:<5} {kind:<8} {result['rps']:>7.0f} req/s"
+                          f" p50 {result['p50']:.2f} ms p99 {result['p99']:.2f} ms", flush=True)  # fmt: skip
+    finally:
+        for kind, server in servers.items():
+            exits[kind] = server.stop()
+    print_report(runs, {k: s.peak for k, s in servers.items()}, exits, args)
     return 0
 
 
-def print_report(report: dict) -> None:
-    ceiling = report["ceiling"]
-    print(
-        f"\n{'target':<10}{'scenario':<8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'of ceiling':>12}{'non-2xx':>9}"
-    )
-    for target, results in report.items():
-        for scenario in ("list", "deep", "get"):
-            r = results[scenario]
-            share = r["rps"] / ceiling[scenario]["rps"] * 100
-            print(f"{target:<10}{scenario:<8}{r['rps']:>9.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}"
-                  f"{share:>11.0f}%{r['errors']:>9}")  # fmt: skip
-        deep = results["deep"]["p50"] / results["list"]["p50"]
-        print(f"{target:<10}peak RSS {results['rss']:.0f} MiB; deep/first p50 {deep:.2f}; "
-              f"exit code after SIGTERM {results['exit']}")  # fmt: skip
+def _spread(values: list[float], fmt: str) -> str:
+    """`median (min–max)` of the runs."""
+    return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}–{format(max(values), fmt)})"
+
+
+def print_report(runs: dict, peaks: dict, exits: dict, args) -> None:
+    """Median and spread over the rounds; shares of the ceiling are taken round by round."""
+    ceiling = runs["ceiling"]
+    print(f"\n{args.rounds} rounds × {args.seconds} s per scenario and target, wrk -t1 -c16; "
+          "median (min–max)")  # fmt: skip
+    print(f"{'target':<9}{'scenario':<9}{'req/s':<20}{'p50 ms':<20}{'p99 ms':<20}"
+          f"{'% of ceiling':<16}{'non-2xx':>7}")  # fmt: skip
+    for kind, scenarios in runs.items():
+        for scenario, results in scenarios.items():
+            shares = [
+                r["rps"] / c["rps"] * 100 for r, c in zip(results, ceiling[scenario], strict=True)
+            ]
+            errors = sum(r["errors"] for r in results)
+            print(f"{kind:<9}{scenario:<9}{_spread([r['rps'] for r in results], '.0f'):<20}"
+                  f"{_spread([r['p50'] for r in results], '.2f'):<20}"
+                  f"{_spread([r['p99'] for r in results], '.1f'):<20}"
+                  f"{_spread(shares, '.0f'):<16}{errors:>7}")  # fmt: skip
+        line = f"{kind:<9}peak RSS {peaks[kind]:.0f} MiB; exit code after SIGTERM {exits[kind]}"
+        if "deep" in scenarios and "list" in scenarios:
+            ratios = [
+                d["p50"] / f["p50"]
+                for d, f in zip(scenarios["deep"], scenarios["list"], strict=True)
+            ]
+            line += f"; deep/first p50 {_spread(ratios, '.2f')}"
+        print(line)
 
 
 if __name__ == "__main__":
