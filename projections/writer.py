@@ -2,8 +2,9 @@
 
 Concurrency: several projectors may write the same aggregates (a reclaim, a duplicate delivery).
 Every upsert keeps the state with the highest seq, and each state is a fold of the true prefix of
-its aggregate, so the race is harmless. Participant rows are locked before order rows, in key
-order, so a rename and an order naming that participant serialize and the copy is never stale.
+its aggregate, so the race is harmless. The participants a batch writes or names are locked first,
+all in one ordered statement, so a rename and an order naming that participant serialize (the copy
+is never stale) and two batches never wait for each other in a cycle.
 """
 
 from __future__ import annotations
@@ -45,16 +46,20 @@ ON CONFLICT (tenant, id) DO UPDATE SET
     customer_v2 = EXCLUDED.customer_v2
 WHERE p.seq < EXCLUDED.seq
 """
-# Orders may name participants with no event yet: a placeholder row (seq 0) gives the lock a row.
-_PLACEHOLDERS = f"""
-INSERT INTO {PARTICIPANTS} (tenant, id)
-SELECT * FROM unnest($1::text[], $2::bigint[]) ORDER BY 1, 2
-ON CONFLICT DO NOTHING
-"""
-_LOCK_PARTICIPANTS = f"""
-SELECT 1 FROM {PARTICIPANTS}
-WHERE (tenant, id) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))
-ORDER BY tenant, id FOR SHARE
+# Every participant a batch writes (exclusively) or copies into its orders (shared) is locked in
+# one statement, in one global order, before any row is written: locks taken in several steps
+# (upsert, then placeholders, then FOR SHARE) deadlocked between concurrent projectors, one batch
+# renaming P1 and naming P2 while another renamed P2 and named P1. Advisory locks need no row, so
+# a participant with no event yet needs no placeholder. Volatile output expressions are evaluated
+# after the ORDER BY sort, so the locks are taken in key order.
+PARTICIPANT_LOCKS = 0x6F767031  # the advisory lock class of participants ("ovp1")
+_LOCK_PARTICIPANTS = """
+SELECT CASE WHEN s.exclusive THEN pg_advisory_xact_lock($4, s.key)
+            ELSE pg_advisory_xact_lock_shared($4, s.key) END
+FROM (SELECT hashtext(u.tenant || ':' || u.id) AS key, bool_or(u.exclusive) AS exclusive
+      FROM unnest($1::text[], $2::bigint[], $3::bool[]) AS u (tenant, id, exclusive)
+      GROUP BY 1) s
+ORDER BY s.key
 """
 # The fan-out: a participant's change reaches every order that names it, in this transaction.
 _FAN_OUT = f"""
@@ -205,19 +210,24 @@ def _participant_row(state: ParticipantState) -> tuple:
 
 async def write_plan(conn: asyncpg.Connection, plan: Plan) -> None:
     """Write a plan's states inside the caller's transaction: participants first, then orders."""
+    await lock_participants(conn, plan)
     if plan.participants:
         rows = [_participant_row(s) for s in plan.participants.values()]
         await conn.execute(_UPSERT_PARTICIPANTS, *_columns(rows, 8))
-    named = {(s.tenant, s.participant_id) for s in plan.orders.values() if s.participant_id}
-    if named:
-        keys = _columns(named, 2)
-        await conn.execute(_PLACEHOLDERS, *keys)
-        await conn.execute(_LOCK_PARTICIPANTS, *keys)
-    if plan.participants:
         await conn.execute(_FAN_OUT, *_columns(plan.participants.keys(), 2))
     if plan.orders:
         rows = [_order_row(s) for s in plan.orders.values()]
         await conn.execute(_UPSERT_ORDERS, *_columns(rows, len(_ORDER_COLUMNS)))
+
+
+async def lock_participants(conn: asyncpg.Connection, plan: Plan) -> None:
+    """Lock the participants the plan writes (exclusive) and those its orders name (shared), so
+    that a rename and an order naming that participant serialize and the copy is never stale."""
+    locks = {(s.tenant, s.participant_id): False for s in plan.orders.values() if s.participant_id}
+    locks.update(dict.fromkeys(plan.participants, True))
+    if locks:
+        rows = [(tenant, pid, exclusive) for (tenant, pid), exclusive in locks.items()]
+        await conn.execute(_LOCK_PARTICIPANTS, *_columns(rows, 3), PARTICIPANT_LOCKS)
 
 
 class DeadLetters(msgspec.Struct):
