@@ -11,6 +11,7 @@ import os
 
 import asyncpg
 
+from orderview.db import create_pool
 from projections.documents import splice
 from projections.tables import ORDERS
 from services.api.queries import list_sql, service_orders_list
@@ -36,7 +37,13 @@ async def app(scope, receive, send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                _pool = await asyncpg.create_pool(os.environ["ORDERVIEW_DATABASE_URL"], max_size=10)
+                # The API's pool settings (jit off, no reset query on release): same queries.
+                _pool = await create_pool(
+                    os.environ["ORDERVIEW_DATABASE_URL"],
+                    name="ceiling",
+                    max_size=10,
+                    read_only=True,
+                )
                 _prepare()
                 await send({"type": "lifespan.startup.complete"})
             else:

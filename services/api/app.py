@@ -28,7 +28,7 @@ def create_app(settings: Settings) -> Edge:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # min_size 0: the process starts (and is live) while PostgreSQL is still unreachable.
         pool = await create_pool(settings.read_url, name="api", min_size=0,
-                                 max_size=settings.pool_max_size)  # fmt: skip
+                                 max_size=settings.pool_max_size, read_only=True)  # fmt: skip
         warm = asyncio.create_task(_warm(pool, settings.pool_min_size))
         client = create_redis(settings.redis_url) if settings.redis_url else None
         app.state.update(
