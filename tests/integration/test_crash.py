@@ -5,55 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
-import subprocess
 from collections import Counter
 
 import pytest
 
 from orderview.settings import load_settings
 from projections.tables import DEAD_LETTERS
+from tests.chaos import Replicas
 from tests.histories import generate, with_faults
 from tests.model import differences, expected_state, table_state
-from tests.support import ORDERVIEW, dead_letters, outstanding, publish_lines, wait_until_caught_up
-
-
-class Replicas:
-    """`orderview projector` child processes on one consumer group, each with a stable name."""
-
-    def __init__(self, env: dict[str, str], count: int):
-        self.env = env
-        self.procs: dict[str, subprocess.Popen] = {}
-        for i in range(count):
-            self.start(f"projector-{i}")
-
-    def start(self, name: str) -> None:
-        env = {**self.env, "ORDERVIEW_CONSUMER_NAME": name}
-        self.procs[name] = subprocess.Popen(
-            [ORDERVIEW, "projector"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-
-    def kill(self, name: str) -> None:
-        proc = self.procs[name]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        proc.stderr.close()
-
-    def stop_all(self) -> dict[str, int]:
-        """SIGTERM every replica; their exit codes."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        codes = {}
-        for name, proc in self.procs.items():
-            try:
-                codes[name] = proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes[name] = proc.wait()
-            if proc.stderr and not proc.stderr.closed:
-                proc.stderr.close()
-        return codes
+from tests.support import dead_letters, outstanding, publish_lines, wait_until_caught_up
 
 
 async def crash_run(env, pool, redis_client, *, replicas: int, shards: int, kills: int, seed: int):
@@ -71,7 +32,7 @@ async def crash_run(env, pool, redis_client, *, replicas: int, shards: int, kill
         "ORDERVIEW_LOG_LEVEL": "WARNING",
     }
     settings = load_settings(env)
-    history = with_faults(generate(seed, tenants=3, orders=700, participants=40, renames=3), seed, duplicates=0.1, swaps=0.05, poison=24)  # fmt: skip
+    history = with_faults(generate(seed, tenants=3, orders=2000, participants=40, renames=3), seed, duplicates=0.1, swaps=0.05, poison=24)  # fmt: skip
     await publish_lines(redis_client, settings, history.lines(random.Random(seed)))
 
     rng = random.Random(seed)
@@ -88,6 +49,7 @@ async def crash_run(env, pool, redis_client, *, replicas: int, shards: int, kill
         await wait_until_caught_up(redis_client, settings, timeout=180)
     finally:
         codes = group.stop_all()
+        group.close()
     assert set(codes.values()) == {0}, codes
     assert killed_mid_work >= kills // 2, (
         "the projectors finished before most kills: make the history longer"
@@ -148,5 +110,5 @@ async def test_sigterm_finishes_the_batch_in_hand_and_leaves_nothing_pending_for
     try:
         await wait_until_caught_up(redis_client, settings, timeout=120)
     finally:
-        group.stop_all()
+        group.close()
     assert differences(expected_state(history.events), await table_state(pool)) == []

@@ -1,0 +1,179 @@
+"""Processes and servers the crash and reliability suites start, break and restart.
+
+`Replicas` runs `orderview projector` children on one group; `ApiProcess` one `orderview api`;
+`PrivateRedis` a `redis-server` of the test's own (append-only, so a restart keeps the streams).
+`LONG` (ORDERVIEW_LONG=1) selects the long variant of every reliability suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from services.embedded import free_port
+from tests.support import ORDERVIEW
+
+LONG = os.environ.get("ORDERVIEW_LONG") == "1"
+
+
+def scale(short: int, long: int) -> int:
+    """The short figure in the default run, the long one with ORDERVIEW_LONG=1."""
+    return long if LONG else short
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class Replicas:
+    """`orderview projector` child processes on one consumer group, each with a stable name.
+
+    Their stderr goes to files (a full pipe would stall a chatty child); `logs()` shows the tails.
+    """
+
+    def __init__(self, env: dict[str, str], count: int):
+        self.env = env
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.folder = Path(tempfile.mkdtemp(prefix="orderview-replicas-"))
+        for i in range(count):
+            self.start(f"projector-{i}")
+
+    def start(self, name: str) -> None:
+        env = {**self.env, "ORDERVIEW_CONSUMER_NAME": name}
+        with open(self.folder / f"{name}.log", "ab") as log:
+            self.procs[name] = subprocess.Popen(
+                [ORDERVIEW, "projector"], env=env, stdout=subprocess.DEVNULL, stderr=log
+            )
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def restart(self, name: str, as_name: str | None = None) -> str:
+        """SIGKILL `name` and start it again (under `as_name`, a new consumer, when given)."""
+        self.kill(name)
+        self.start(as_name or name)
+        return as_name or name
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{_tail(p)}" for p in sorted(self.folder.glob("*.log")))
+
+    def stop_all(self) -> dict[str, int]:
+        """SIGTERM every replica; their exit codes."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        codes = {}
+        for name, proc in self.procs.items():
+            try:
+                codes[name] = proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[name] = proc.wait()
+        return codes
+
+    def close(self) -> None:
+        self.stop_all()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class ApiProcess:
+    """One `orderview api` process on a free port; stderr in a file."""
+
+    def __init__(self, env: dict[str, str]):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = Path(tempfile.mkstemp(prefix="orderview-api-", suffix=".log")[1])
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [ORDERVIEW, "api", "--port", str(self.port)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+
+    async def ready(self, timeout: float = 30) -> None:
+        """Wait for `/health/ready` to answer 200."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with httpx.AsyncClient(base_url=self.base) as client:
+            while asyncio.get_running_loop().time() < deadline:
+                assert self.proc.poll() is None, _tail(self.log)
+                try:
+                    if (await client.get("/health/ready")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"the API did not become ready:\n{_tail(self.log)}")
+
+    def stop(self, timeout: float = 40) -> int:
+        """SIGTERM, wait; the exit code (SIGKILL after `timeout`)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+        finally:
+            self.log.unlink(missing_ok=True)
+
+    def logs(self) -> str:
+        return _tail(self.log)
+
+
+class PrivateRedis:
+    """A `redis-server` of the test's own on a free port, fsyncing every write to its AOF."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.folder = Path(tempfile.mkdtemp(prefix="orderview-redis-"))
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "always",
+                "--save", "", "--logfile", str(self.folder / "redis.log")]  # fmt: skip
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    async def wait_ready(self, timeout: float = 10) -> None:
+        import redis.asyncio as redis
+
+        deadline = asyncio.get_running_loop().time() + timeout
+        client = redis.from_url(self.url)
+        try:
+            while True:
+                try:
+                    if await client.ping():
+                        return
+                except (redis.ConnectionError, redis.BusyLoadingError, OSError):
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise
+                await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
+
+    def stop(self) -> None:
+        """SIGTERM (an AOF server loses nothing it acknowledged) and wait."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(15)
+        self.proc = None
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
