@@ -47,6 +47,7 @@ def create_app(settings: Settings) -> Edge:
         lifespan=[lifespan],
         exception_handlers=errors.HANDLERS,  # type: ignore[arg-type]
         openapi_config=openapi.openapi_config(),
+        plugins=[openapi.MoneyAsNumber()],
         state=State({"secret": secret, "settings": settings, "drain": drain}),
         logging_config=None,
     )

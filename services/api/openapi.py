@@ -7,11 +7,14 @@ naming it), so the parameters are declared here and added to each operation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, Operation, Parameter, Schema, SecurityScheme
 from litestar.openapi.spec.enums import OpenAPIType
+from litestar.plugins import OpenAPISchemaPlugin
 
 from services.api import schemas
 from services.api.queries import DEFAULT_LIMIT, INCLUDES, MAX_LIMIT, SORTS, STATUSES, TYPES
@@ -118,6 +121,18 @@ ORDER_LIST = [
         _DATE,
     ),
 ]
+
+
+class MoneyAsNumber(OpenAPISchemaPlugin):
+    """Decimal fields (money, rates) are served as JSON numbers, so document them as numbers
+    (Litestar's default for Decimal is a string)."""
+
+    @staticmethod
+    def is_plugin_supported_type(value: Any) -> bool:
+        return value is Decimal
+
+    def to_openapi_schema(self, field_definition: Any, schema_creator: Any) -> Schema:
+        return Schema(type=OpenAPIType.NUMBER)
 
 
 def with_parameters(parameters: list[Parameter]) -> type[Operation]:
