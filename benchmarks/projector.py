@@ -383,8 +383,20 @@ WHERE (tenant, id) IN (SELECT * FROM unnest($3::text[], $4::bigint[]))
 class Freshness:
     latencies_ms: list[float]
     poll_ms: list[float]
+    commit_ms: list[float]
     published: int
     seconds: float
+
+
+async def probe_commits(bench: Bench, stopping: asyncio.Event, commits: list[float]) -> None:
+    """A one-row write transaction every 20 ms: the machine's own commit (WAL flush) latency."""
+    async with bench.pool.acquire() as conn:
+        while not stopping.is_set():
+            started = time.perf_counter()
+            async with conn.transaction():
+                await conn.execute(_CEILING_UPSERT, ["commit-probe"], [b""])
+            commits.append((time.perf_counter() - started) * 1000)
+            await asyncio.sleep(0.02)
 
 
 async def measure_freshness(
@@ -401,7 +413,10 @@ async def measure_freshness(
     waiting: dict[tuple[str, str, int], list[tuple[int, float]]] = defaultdict(list)
     latencies: list[float] = []
     polls: list[float] = []
+    commits: list[float] = []
     total = int(rate * seconds)
+    probing = asyncio.Event()
+    probe = asyncio.create_task(probe_commits(bench, probing, commits))
     try:
         await wait_for_consumer(bench, proc, stream, group, "bench-fresh")
         publisher = asyncio.create_task(
@@ -426,8 +441,10 @@ async def measure_freshness(
                 await asyncio.sleep(poll)
         progress.close()
     finally:
+        probing.set()
+        await probe
         await proc.stop()
-    return Freshness(latencies, polls, total, seconds)
+    return Freshness(latencies, polls, commits, total, seconds)
 
 
 async def wait_for_consumer(
@@ -614,6 +631,12 @@ def report(args, ceilings, upserts, speeds, fresh: Freshness | None, rss: dict |
             f"    poll interval (resolution): median {statistics.median(fresh.poll_ms):.1f} ms, "
             f"p99 {percentile(fresh.poll_ms, 99):.1f} ms; latency = first poll seeing the row "
             f"- XADD entry-id ms"
+        )
+        commits = fresh.commit_ms
+        say(
+            f"    commit probe meanwhile (1-row upsert + COMMIT every 20 ms): p50 "
+            f"{percentile(commits, 50):.1f} ms, p99 {percentile(commits, 99):.1f} ms, "
+            f"max {max(commits):.1f} ms (the WAL flush every batch also waits for)"
         )
     if rss:
         say(
