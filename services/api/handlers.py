@@ -14,14 +14,14 @@ from services.api.errors import OrderNotFound
 from services.api.read import fetch_one, fetch_page
 
 _V1 = {
-    "guards": [authorize],
+    "before_request": authorize,
     "opt": {"scope": "service_orders", "feature": "service_orders"},
     "security": openapi.SECURITY,
     "responses": openapi.SERVICE_ORDER_ERRORS,
     "tags": ["service orders"],
 }
 _V2 = {
-    "guards": [authorize],
+    "before_request": authorize,
     "opt": {"scope": "orders:read"},
     "security": openapi.SECURITY,
     "responses": openapi.ORDER_ERRORS,
