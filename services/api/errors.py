@@ -83,6 +83,11 @@ HANDLERS = {
     asyncpg.CannotConnectNowError: unavailable,
     asyncpg.TooManyConnectionsError: unavailable,
     asyncpg.InterfaceError: unavailable,
+    # A connection dying under a request (PostgreSQL shutting down or terminating backends):
+    # asyncpg raises AdminShutdownError (57P01), or InternalClientError when the next query meets
+    # the connection still consuming the FATAL error.
+    asyncpg.exceptions.OperatorInterventionError: unavailable,
+    asyncpg.InternalClientError: unavailable,
     OSError: unavailable,
     TimeoutError: unavailable,
     Exception: internal_error,
