@@ -28,6 +28,9 @@ TRANSIENT = (
     OSError,
     asyncio.TimeoutError,
     asyncpg.InterfaceError,
+    # A pooled connection that PostgreSQL closed (shutdown, terminated backend) while the next
+    # query was being sent: "cannot switch to state N; another operation (2) is in progress".
+    asyncpg.InternalClientError,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,

@@ -33,8 +33,9 @@ from services.embedded import EmbeddedError, EmbeddedStack
 from tests.chaos import LONG, ApiProcess, PrivateRedis, Replicas, scale
 from tests.histories import generate
 from tests.model import differences, expected_state, table_state
+from tests.reliability.test_chaos import publish_paced
 from tests.reliability.test_poison_flood import applied_seqs
-from tests.support import outstanding, publish_lines
+from tests.support import outstanding, publish_lines, wait_until_caught_up
 
 RECOVERY = 10.0  # seconds a process may take to work again after a fault ends
 
@@ -308,3 +309,41 @@ async def test_requests_while_postgresql_shuts_down_are_503s_never_500s(
         assert api.stop() == 0
     assert set(seen) <= {200, 503}, (seen, logs[-3000:])
     assert seen[503] > 0 and seen[200] > 0
+
+
+async def test_a_projector_working_while_postgresql_shuts_down_keeps_running_and_loses_nothing(
+    private_servers, subprocess_env, stream_prefix
+):
+    stack, rd = private_servers
+    env = {**subprocess_env, "ORDERVIEW_DATABASE_URL": stack.pg_url, "ORDERVIEW_REDIS_URL": rd.url,
+           "ORDERVIEW_STREAMS": f"{stream_prefix}:0,{stream_prefix}:1,{stream_prefix}:2",
+           "ORDERVIEW_LOG_LEVEL": "WARNING", "ORDERVIEW_BATCH_SIZE": "20"}  # fmt: skip
+    settings = load_settings(env)
+    history = generate(17, tenants=2, orders=scale(600, 2000), participants=20)
+    client = redis.from_url(rd.url)
+    projector = Replicas(env, 1)
+    try:
+        publishing = asyncio.create_task(
+            publish_paced(client, settings, [json.dumps(e) for e in history.events], 6)
+        )
+        for _ in range(scale(6, 12)):
+            await asyncio.sleep(0.4)
+            await asyncio.to_thread(stack.stop)  # batches die in flight
+            assert projector.procs["projector-0"].poll() is None, projector.logs()
+            await asyncio.sleep(0.3)
+            stack.start()
+        await publishing
+        await wait_until_caught_up(client, settings, timeout=60)
+        assert projector.procs["projector-0"].poll() is None, projector.logs()
+        pool = await asyncpg.create_pool(stack.pg_url, min_size=1, max_size=1)
+        try:
+            state = await table_state(pool)
+        finally:
+            await pool.close()
+        codes = projector.stop_all()
+    finally:
+        logs = projector.logs()
+        projector.close()
+        await client.aclose()
+    assert codes == {"projector-0": 0}, logs
+    assert differences(expected_state(history.events), state) == []
