@@ -201,7 +201,7 @@ def start(kind: str, port: int, env: dict[str, str]) -> subprocess.Popen:
     commands = {
         "uvicorn": [str(BIN / "orderview"), "api", "--port", str(port)],
         "granian": [str(BIN / "granian"), "--interface", "asgi", "--factory", "--loop", "uvloop",
-                    "--no-ws", "--log-level", "warning", "--port", str(port),
+                    "--no-ws", "--runtime-mode", "st", "--log-level", "warning", "--port", str(port),
                     "services.api.server:app_from_env"],
         "ceiling": [str(BIN / "uvicorn"), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
                     "--log-level", "warning", "--port", str(port), "benchmarks.api_ceiling:app"],
