@@ -59,12 +59,15 @@ class Balancer:
                 errors.append(repr(exc))
                 self.outcomes["refused, sent to the other process"] += 1
                 continue
-            except httpx.RemoteProtocolError as exc:
-                if "without sending a response" not in str(exc):
+            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                # The draining process closes idle keep-alive connections at once; a request
+                # written just then is never read (RFC 9112 9.3.1: retry an idempotent request).
+                # Requests it did read are answered: test_process.py holds some in flight.
+                if "without sending a response" not in str(exc) and str(exc):
                     self.outcomes[f"failed: {exc!r}"] += 1
                     return
                 errors.append(repr(exc))
-                self.outcomes["idle keep-alive closed, sent to the other process"] += 1
+                self.outcomes["keep-alive closed before the request was read, sent on"] += 1
                 continue
             except httpx.HTTPError as exc:
                 self.outcomes[f"failed: {exc!r}"] += 1
@@ -141,19 +144,20 @@ async def test_sigterm_to_projectors_mid_batch_commits_and_acks_on_every_shard(
         "ORDERVIEW_LOG_LEVEL": "INFO",
     }
     settings = load_settings(env)
-    history = generate(23, tenants=2, orders=scale(1500, 4000), participants=30, renames=2)
+    history = generate(23, tenants=2, orders=scale(3000, 6000), participants=30, renames=2)
     rng = random.Random(23)
     # One replica: with two, an entry may be held as a gap (its predecessor in the other's batch),
     # and a held gap stays pending by design until it can be applied.
     group = Replicas({**os.environ, **env}, 1)
     stops = mid_batch = 0
     try:
+        # Published faster than one projector applies: a backlog, so a SIGTERM finds a batch.
         publishing = asyncio.create_task(
-            publish_paced(redis_client, settings, [json.dumps(e) for e in history.events], 5)
+            publish_paced(redis_client, settings, [json.dumps(e) for e in history.events], 2)
         )
         await started(group, "projector-0", 1)
         while stops < scale(4, 12):
-            await asyncio.sleep(rng.uniform(0.3, 1.0))
+            await asyncio.sleep(rng.uniform(0.2, 0.5))
             name = rng.choice(sorted(group.procs))
             mid_batch += await in_hand(redis_client, settings, name) > 0
             proc = group.procs.pop(name)
@@ -170,6 +174,7 @@ async def test_sigterm_to_projectors_mid_batch_commits_and_acks_on_every_shard(
         logs = group.logs()
         group.close()
     assert set(codes.values()) == {0}, logs
+    assert mid_batch >= stops // 2, "the projector was idle at most SIGTERMs: publish more"
     assert differences(expected_state(history.events), await table_state(pool)) == []
     print(
         f"\nprojector drain: {len(history.events)} events on 4 shards, {stops} SIGTERMs "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -43,6 +44,8 @@ RECOVERY = 10.0  # seconds a process may take to work again after a fault ends
 @pytest.fixture
 async def private_servers() -> AsyncIterator[tuple[EmbeddedStack, PrivateRedis]]:
     """A PostgreSQL (migrated) and a Redis of this test's own, which it may stop and start."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server on PATH")
     folder = Path(tempfile.mkdtemp(prefix="orderview-faults-"))
     stack = EmbeddedStack(folder, postgres=True, valkey=False)
     try:
