@@ -12,11 +12,12 @@ from decimal import Decimal
 import msgspec
 from msgspec import Struct
 
-from projections.events import CENT, Item
+from projections.events import CENT
 from projections.fold import (
     LineAmounts,
     OrderState,
     ParticipantState,
+    StoredItem,
     line_amounts,
     sum_lines,
 )
@@ -162,7 +163,7 @@ def render_order(state: OrderState) -> RenderedOrder:
     return RenderedOrder(subtotal, tax_total, total, *docs)
 
 
-def _service_item(item: Item, line: LineAmounts) -> ServiceOrderItem:
+def _service_item(item: StoredItem, line: LineAmounts) -> ServiceOrderItem:
     return ServiceOrderItem(
         id=item.id,
         service_id=item.service_id,

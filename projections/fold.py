@@ -32,6 +32,26 @@ from projections.events import (
 )
 
 
+class StoredItem(Struct, frozen=True):
+    """An order line as the read model stores it: the fields of `events.Item` without its
+    validation, which ran when the event was decoded. Encoded the same way (a map with the same
+    field names), so stored states decode into it unchanged, and loading them re-checks nothing."""
+
+    id: int
+    name: str
+    quantity: int
+    unit_price: Decimal
+    tax_rate: Decimal = Decimal(0)
+    service_id: str | None = None
+
+
+def stored_item(item: Item) -> StoredItem:
+    """An event's (validated) item as the state keeps it."""
+    return StoredItem(
+        item.id, item.name, item.quantity, item.unit_price, item.tax_rate, item.service_id
+    )
+
+
 class OrderState(Struct, frozen=True, array_like=True):
     """Everything the read model knows about one order."""
 
@@ -49,7 +69,7 @@ class OrderState(Struct, frozen=True, array_like=True):
     scheduled_at: datetime | None
     duration: int | None
     notes: str | None
-    items: tuple[Item, ...]
+    items: tuple[StoredItem, ...]
     submitted_at: datetime | None
     confirmed_at: datetime | None
     cancelled_at: datetime | None
@@ -78,14 +98,14 @@ class LineAmounts(Struct, frozen=True):
     total: Decimal
 
 
-def line_amounts(item: Item) -> LineAmounts:
+def line_amounts(item: Item | StoredItem) -> LineAmounts:
     """Subtotal exact, tax rounded to cents with halves away from zero."""
     subtotal = item.unit_price * item.quantity
     tax = (subtotal * item.tax_rate).quantize(CENT, rounding=ROUND_HALF_UP)
     return LineAmounts(subtotal, tax, subtotal + tax)
 
 
-def order_amounts(items: tuple[Item, ...]) -> LineAmounts:
+def order_amounts(items: tuple[Item | StoredItem, ...]) -> LineAmounts:
     """The order's subtotal, tax_total and total: sums of its lines."""
     return sum_lines([line_amounts(i) for i in items])
 
@@ -106,7 +126,7 @@ def _utc(at: datetime) -> datetime:
 
 def create_order(event: Event, data: OrderCreated) -> OrderState:
     """The state an `order.created` event starts."""
-    items = _sorted({item.id: item for item in data.items})
+    items = _sorted({item.id: stored_item(item) for item in data.items})
     return OrderState(
         tenant=event.tenant,
         id=event.aggregate_id,
@@ -132,7 +152,7 @@ def create_order(event: Event, data: OrderCreated) -> OrderState:
     )
 
 
-def _sorted(items: dict[int, Item]) -> tuple[Item, ...]:
+def _sorted(items: dict[int, StoredItem]) -> tuple[StoredItem, ...]:
     return tuple(items[k] for k in sorted(items))
 
 
@@ -155,7 +175,7 @@ def apply_order_event(state: OrderState, event: Event) -> OrderState:
     changes: dict[str, Any] = {}
     match event.data:
         case ItemAdded(item=item):
-            items = {i.id: i for i in state.items} | {item.id: item}
+            items = {i.id: i for i in state.items} | {item.id: stored_item(item)}
             changes["items"] = _sorted(items)
         case ItemUpdated(item_id=item_id) as data:
             items = {i.id: i for i in state.items}
