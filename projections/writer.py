@@ -123,13 +123,17 @@ _ORDER_TYPES = [
     "bytea",
     "bytea",
 ]
+# Numerics travel as text and are cast by PostgreSQL: asyncpg's binary numeric encoder goes through
+# Decimal.as_tuple() per value, about 4x the cost of str() plus a text element, and the amounts
+# were the most expensive columns to encode. The cast is exact (text is the numeric's own form).
+_PARAM_TYPES = {"numeric": "text[]::numeric"}
 _UPSERT_ORDERS = f"""
 INSERT INTO {ORDERS} AS o ({", ".join(_ORDER_COLUMNS)},
     participant_name, participant_email, participant_v1, customer_v2)
 SELECT u.*, p.name, p.email,
        coalesce(p.participant_v1, 'null'::bytea),
        coalesce(p.customer_v2, '"customerName":null,"customerEmail":null'::bytea)
-FROM unnest({", ".join(f"${n}::{t}[]" for n, t in enumerate(_ORDER_TYPES, 1))})
+FROM unnest({", ".join(f"${n}::{_PARAM_TYPES.get(t, t)}[]" for n, t in enumerate(_ORDER_TYPES, 1))})
      AS u ({", ".join(_ORDER_COLUMNS)})
 LEFT JOIN {PARTICIPANTS} p ON p.tenant = u.tenant AND p.id = u.participant_id
 ON CONFLICT (tenant, id) DO UPDATE SET
@@ -189,13 +193,14 @@ def _columns(rows, width: int) -> list[list[Any]]:
 
 
 def _order_row(state: OrderState) -> tuple:
+    """The row of an order's upsert; amounts as text (see _PARAM_TYPES)."""
     docs = render_order(state)
     return (
         state.tenant, state.id, state.seq, state.type, state.status, state.payment_status,
         state.currency, state.order_number, state.event_key, state.participant_id,
-        state.location_id, state.scheduled_at, state.duration, docs.subtotal, docs.tax_total,
-        docs.total, state.submitted_at, state.confirmed_at, state.cancelled_at,
-        state.created_at, state.updated_at, _state_encoder.encode(state),
+        state.location_id, state.scheduled_at, state.duration, str(docs.subtotal),
+        str(docs.tax_total), str(docs.total), state.submitted_at, state.confirmed_at,
+        state.cancelled_at, state.created_at, state.updated_at, _state_encoder.encode(state),
         docs.doc_v1, docs.items_v1, docs.doc_v2,
     )  # fmt: skip
 
