@@ -6,7 +6,12 @@ import json
 from datetime import datetime
 from decimal import Decimal
 
+import pytest
+
 from tests.support import dead_letters, orders_v2, project, service_orders
+
+# Part of the smoke subset CI runs on embedded PostgreSQL and Valkey.
+pytestmark = pytest.mark.smoke
 
 
 def comparable(value):

@@ -10,6 +10,9 @@ from projections.tables import ORDERS, PARTICIPANTS
 from tests.integration.test_projector_examples import comparable
 from tests.support import project
 
+# Part of the smoke subset CI runs on embedded PostgreSQL and Valkey.
+pytestmark = pytest.mark.smoke
+
 
 @pytest.fixture(scope="module")
 async def example(db, rclient, api_settings, examples):
