@@ -284,76 +284,35 @@ class StreamConsumer:
     # ---- the loop ----------------------------------------------------------------------
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Read and apply batches until `stopping` is set; the batch in hand is always finished.
-
-        The next XREADGROUP is sent while the batch in hand is applied (one read ahead), so that
-        Redis and PostgreSQL work overlap. Entries read ahead are only delivered, never
-        acknowledged, until their own batch commits; a read ahead that completed by the time we
-        stop is applied too, one still in flight is cancelled (what Redis delivered as we
-        cancelled stays pending for this consumer name: read first on restart, or reclaimed)."""
+        """Read and apply batches until `stopping` is set; the batch in hand is always finished."""
         backoff = 0.1
         in_hand: Batch | None = None
-        try:
-            while True:
-                try:
+        while not stopping.is_set() or in_hand is not None:
+            try:
+                if in_hand is None:
+                    await self.ensure_group_once()
+                    in_hand = await self._next_batch(stopping)
                     if in_hand is None:
-                        if stopping.is_set():
-                            in_hand = self._take_finished_read_ahead()
-                            if in_hand is None:
-                                break
-                        else:
-                            await self.ensure_group_once()
-                            in_hand = await self._next_batch(stopping)
-                            if in_hand is None:
-                                continue
-                    self._read_ahead(stopping)
-                    started = time.perf_counter()
-                    try:
-                        await self.process(in_hand)
-                    except asyncpg.PostgresError as exc:
-                        if isinstance(exc, TRANSIENT):
-                            raise
-                        log.warning("batch refused, applying one by one", extra={"error": str(exc)})
-                        await self.process_singly(in_hand)
-                    metrics.BATCH_SECONDS.labels(self.stream).observe(time.perf_counter() - started)
-                    in_hand = None
-                    backoff = 0.1
-                    await self.update_lag()
-                except TRANSIENT as exc:
-                    log.warning(
-                        "connection lost, retrying",
-                        extra={"stream": self.stream, "error": repr(exc), "retry_in": backoff},
-                    )
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-        finally:
-            self._cancel_read_ahead()
-
-    # The read sent ahead of the batch in hand, if any (only new entries, `>`: a pending read from
-    # `0` would return the batch in hand again, as it is not acknowledged yet).
-    _ahead: asyncio.Future | None = None
-
-    def _read_ahead(self, stopping: asyncio.Event) -> None:
-        if self._ahead is None and self._read_from == b">" and not stopping.is_set():
-            self._ahead = asyncio.ensure_future(self.read())
-
-    def _take_finished_read_ahead(self) -> Batch | None:
-        """When stopping: the entries a finished read ahead delivered (to be applied), if any."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is None:
-            return None
-        if not ahead.done() or ahead.cancelled() or ahead.exception() is not None:
-            ahead.cancel()
-            return None
-        entries = ahead.result()
-        return decode_entries(entries) if entries else None
-
-    def _cancel_read_ahead(self) -> None:
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None:
-            ahead.cancel()
-            if ahead.done() and not ahead.cancelled():
-                ahead.exception()  # retrieved: nothing to log for a read we no longer want
+                        continue
+                started = time.perf_counter()
+                try:
+                    await self.process(in_hand)
+                except asyncpg.PostgresError as exc:
+                    if isinstance(exc, TRANSIENT):
+                        raise
+                    log.warning("batch refused, applying one by one", extra={"error": str(exc)})
+                    await self.process_singly(in_hand)
+                metrics.BATCH_SECONDS.labels(self.stream).observe(time.perf_counter() - started)
+                in_hand = None
+                backoff = 0.1
+                await self.update_lag()
+            except TRANSIENT as exc:
+                log.warning(
+                    "connection lost, retrying",
+                    extra={"stream": self.stream, "error": repr(exc), "retry_in": backoff},
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     _group_ready = False
 
@@ -377,22 +336,12 @@ class StreamConsumer:
     async def _read_unless_stopped(self, stopping: asyncio.Event):
         if stopping.is_set():
             return None
-        read, self._ahead = self._ahead, None
-        # A read sent ahead may block for block_ms, chosen before the last batch held any gap:
-        # held gaps are retried at least every RETRY_MS, so wait no longer than that for it.
-        timeout = RETRY_MS / 1000 if read is not None and self.held else None
-        if read is None:
-            read = asyncio.ensure_future(self.read())
+        read = asyncio.ensure_future(self.read())
         stop = asyncio.ensure_future(stopping.wait())
-        done, _ = await asyncio.wait(
-            {read, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        stop.cancel()
+        done, _ = await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
         if read in done:
+            stop.cancel()
             return read.result()
-        if not stopping.is_set():  # the retry of held gaps is due; the read stays ahead
-            self._ahead = read
-            return []
         read.cancel()
         # Entries the server delivered as we cancelled stay pending for this consumer name
         # and are read first on the next start (or reclaimed by another replica).
