@@ -63,19 +63,7 @@ def servers() -> Iterator[tuple[str, str]]:
 @pytest.fixture(scope="session")
 def database_url(servers: tuple[str, str]) -> Iterator[str]:
     """A database of this run's own, migrated, dropped at the end."""
-    admin_url = servers[0]
-    name = f"orderview_test_{RUN_ID}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    parts = urlsplit(admin_url)
-    url = urlunsplit(parts._replace(path=f"/{name}"))
+    url = create_database(servers[0], f"orderview_test_{RUN_ID}")
 
     async def setup() -> None:
         conn = await asyncpg.connect(url)
@@ -86,7 +74,7 @@ def database_url(servers: tuple[str, str]) -> Iterator[str]:
 
     asyncio.run(setup())
     yield url
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    drop_database(servers[0], url)
 
 
 @pytest.fixture(scope="session")
@@ -105,6 +93,28 @@ def redis_url(servers: tuple[str, str]) -> Iterator[str]:
             await client.aclose()
 
     asyncio.run(cleanup())
+
+
+def _admin(admin_url: str, sql: str) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def create_database(admin_url: str, name: str) -> str:
+    """Create a database on the server of `admin_url`; return its URL."""
+    _admin(admin_url, f'CREATE DATABASE "{name}"')
+    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    """Drop a database made by create_database, connections and all."""
+    _admin(admin_url, f'DROP DATABASE IF EXISTS "{urlsplit(url).path.lstrip("/")}" WITH (FORCE)')
 
 
 _counter = iter(range(1, 1_000_000))

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from services.embedded import free_port
+from tests.conftest import create_database, drop_database
 from tests.integration.test_embedded import all_gone, listening, psutil
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,23 +171,9 @@ def test_dev_serves_both_dialects_cold_then_warm_and_ctrl_c_leaves_nothing_runni
 @pytest.fixture
 def own_database(servers):
     """A database of this test's own on the session's PostgreSQL, dropped after."""
-    import asyncio
-    from urllib.parse import urlsplit, urlunsplit
-
-    import asyncpg
-
-    admin_url, name = servers[0], f"orderview_dev_{os.getpid()}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    yield urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    url = create_database(servers[0], f"orderview_dev_{os.getpid()}")
+    yield url
+    drop_database(servers[0], url)
 
 
 def test_dev_uses_configured_servers_and_starts_none(tmp_path, own_database, redis_url, env):
