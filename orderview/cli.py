@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +47,8 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_projector(settings: Settings, args: argparse.Namespace) -> int:
     """Run one projector consumer until SIGTERM/SIGINT."""
+    # A stop before the consumer runs finds nothing in hand: exit cleanly, not killed by the signal.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     from services.projector import run_projector
 
     _run(run_projector(settings))

@@ -306,3 +306,17 @@ async def test_the_projector_serves_its_counters_on_the_metrics_port(env, pool, 
     assert value("orderview_events_unknown_type_total") == 1
     assert value("orderview_dead_letters_total", reason="invalid") == 1
     assert f'orderview_batch_seconds_count{{stream="{stream}"}}' in text
+
+
+@pytest.mark.parametrize(
+    "delay", [0.05, 0.5, 2.0], ids=["while-importing", "while-connecting", "running"]
+)
+def test_sigterm_at_any_moment_of_start_up_exits_0(subprocess_env, delay):
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen([ORDERVIEW, "projector"], env=subprocess_env, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
