@@ -80,9 +80,6 @@ class Batch:
     raws: dict[bytes, bytes] = field(default_factory=dict)
     poison: dict[bytes, tuple[bytes, str]] = field(default_factory=dict)
 
-    def __len__(self) -> int:
-        return len(self.events) + len(self.poison)
-
 
 def decode_entries(entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> Batch:
     """Validate stream entries; poison ones keep their raw value and reason."""
@@ -112,6 +109,7 @@ class StreamConsumer:
         self._next_touch = 0.0
         self._next_lag = 0.0
         self._next_retry = 0.0
+        self._group_ready = False
 
     # ---- Redis -------------------------------------------------------------------------
 
@@ -290,7 +288,9 @@ class StreamConsumer:
         while not stopping.is_set() or in_hand is not None:
             try:
                 if in_hand is None:
-                    await self.ensure_group_once()
+                    if not self._group_ready:
+                        await self.ensure_group()
+                        self._group_ready = True
                     in_hand = await self._next_batch(stopping)
                     if in_hand is None:
                         continue
@@ -306,6 +306,12 @@ class StreamConsumer:
                 in_hand = None
                 backoff = 0.1
                 await self.update_lag()
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The group vanished (a Redis restarted without persistence): create it again.
+                log.warning("consumer group missing, recreating", extra={"stream": self.stream})
+                self._group_ready = False
             except TRANSIENT as exc:
                 log.warning(
                     "connection lost, retrying",
@@ -313,13 +319,6 @@ class StreamConsumer:
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-
-    _group_ready = False
-
-    async def ensure_group_once(self) -> None:
-        if not self._group_ready:
-            await self.ensure_group()
-            self._group_ready = True
 
     async def _next_batch(self, stopping: asyncio.Event) -> Batch | None:
         """Reclaimed or newly read entries (plus a retry of held gaps), or None when stopping."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -20,6 +21,11 @@ from services.publish import publish
 
 # The `orderview` console command of the interpreter running the tests (PATH may not have it).
 ORDERVIEW = str(Path(sys.executable).with_name("orderview"))
+
+
+def run_orderview(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `orderview ARGS` to completion with `env`; its output captured as text."""
+    return subprocess.run([ORDERVIEW, *args], env=env, capture_output=True, text=True, timeout=60)
 
 
 async def publish_lines(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import msgspec
 import pytest
@@ -17,6 +18,7 @@ from tests.support import (
     project,
     projector,
     publish_lines,
+    run_orderview,
     service_orders,
     wait_until_caught_up,
 )
@@ -186,15 +188,7 @@ async def test_a_value_postgresql_refuses_is_dead_lettered_and_the_rest_of_the_b
     ],
 )
 def test_a_malformed_setting_is_named_in_one_line_and_exits_2(subprocess_env, variable, value):
-    import subprocess
-
-    proc = subprocess.run(
-        [ORDERVIEW, "projector"],
-        env={**subprocess_env, variable: value},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_orderview({**subprocess_env, variable: value}, "projector")
     assert proc.returncode == 2
     assert (
         proc.stderr.count("\n") == 1 and variable in proc.stderr and "Traceback" not in proc.stderr
@@ -203,12 +197,8 @@ def test_a_malformed_setting_is_named_in_one_line_and_exits_2(subprocess_env, va
 
 @pytest.mark.parametrize("variable", ["ORDERVIEW_DATABASE_URL", "ORDERVIEW_REDIS_URL"])
 def test_a_missing_required_setting_is_named_in_one_line_and_exits_2(subprocess_env, variable):
-    import subprocess
-
     env = {k: v for k, v in subprocess_env.items() if k != variable}
-    proc = subprocess.run(
-        [ORDERVIEW, "projector"], env=env, capture_output=True, text=True, timeout=60
-    )
+    proc = run_orderview(env, "projector")
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"orderview: {variable} is not set: this command needs it"
 
@@ -216,36 +206,22 @@ def test_a_missing_required_setting_is_named_in_one_line_and_exits_2(subprocess_
 def test_publish_reports_lines_that_are_not_json_with_their_number_and_skips_them(
     subprocess_env, tmp_path
 ):
-    import subprocess
 
     path = tmp_path / "events.jsonl"
     path.write_text(
         ev("order.created", 1, 1, CREATED) + "\n{oops\n" + ev("order.confirmed", 1, 2) + "\n"
     )
-    proc = subprocess.run(
-        [ORDERVIEW, "publish", str(path)],
-        env=subprocess_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_orderview(subprocess_env, "publish", str(path))
     assert proc.returncode == 0, proc.stderr
     assert f"{path}:2: not JSON" in proc.stderr
     assert proc.stdout.strip().endswith("published 2 event(s)")
 
 
 def test_logs_are_one_json_object_a_line_off_a_terminal(subprocess_env, tmp_path):
-    import subprocess
 
     path = tmp_path / "events.jsonl"
     path.write_text(ev("order.created", 1, 1, CREATED) + "\n")
-    proc = subprocess.run(
-        [ORDERVIEW, "publish", str(path)],
-        env=subprocess_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_orderview(subprocess_env, "publish", str(path))
     records = [msgspec.json.decode(line) for line in proc.stderr.splitlines() if line.strip()]
     assert records and all({"ts", "level", "logger", "msg"} <= set(r) for r in records)
 
@@ -311,10 +287,21 @@ async def test_the_projector_serves_its_counters_on_the_metrics_port(env, pool, 
 @pytest.mark.parametrize("delay", [1.0, 2.5], ids=["early", "running"])
 def test_sigterm_during_start_up_or_running_exits_0(subprocess_env, delay):
     import signal
-    import subprocess
     import time
 
     proc = subprocess.Popen([ORDERVIEW, "projector"], env=subprocess_env, stderr=subprocess.DEVNULL)
     time.sleep(delay)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
+
+
+async def test_a_consumer_group_that_vanishes_is_created_again_and_nothing_is_lost(
+    settings, pool, redis_client
+):
+    async with projector(settings):
+        await publish_lines(redis_client, settings, [ev("order.created", 1, 1, CREATED)])
+        await wait_until_caught_up(redis_client, settings)
+        await redis_client.xgroup_destroy(settings.streams[0], settings.consumer_group)
+        await publish_lines(redis_client, settings, [ev("order.confirmed", 1, 2)])
+        await wait_until_caught_up(redis_client, settings)
+    assert (await pool.fetchval(f"SELECT status FROM {ORDERS} WHERE id = 1")) == "confirmed"
