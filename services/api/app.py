@@ -15,6 +15,7 @@ from orderview.db import create_pool, create_redis
 from orderview.settings import Settings
 from services.api import errors, handlers, openapi
 from services.api.auth import KeyCache
+from services.api.direct import Direct
 from services.api.edge import Drain, Edge
 
 log = logging.getLogger("orderview.api")
@@ -55,7 +56,7 @@ def create_app(settings: Settings) -> Edge:
         state=State({"secret": secret, "settings": settings, "drain": drain}),
         logging_config=None,
     )
-    return Edge(app, drain)
+    return Edge(app, drain, Direct(app.state))
 
 
 async def _warm(pool, size: int) -> None:

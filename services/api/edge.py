@@ -1,4 +1,7 @@
-"""The ASGI layer around the application: request ids, request metrics and the draining flag."""
+"""The ASGI layer around the application: request ids, request metrics and the draining flag.
+
+It hands the requests `direct.py` serves to it, and everything else to the Litestar app.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,14 @@ import re
 import secrets
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api import metrics
+
+if TYPE_CHECKING:
+    from services.api.direct import Direct
 
 REQUEST_ID = "orderview.request_id"
 _WELL_FORMED = re.compile(rb"[A-Za-z0-9._-]{1,128}")
@@ -38,9 +45,10 @@ class Drain:
 class Edge:
     """Wraps the app: assigns the request id, echoes it in a header, times every request."""
 
-    def __init__(self, app: ASGIApp, drain: Drain) -> None:
+    def __init__(self, app: ASGIApp, drain: Drain, direct: Direct | None = None) -> None:
         self.app = app
         self.drain = drain
+        self.direct = direct
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,22 +56,28 @@ class Edge:
             return
         rid = request_id(scope["headers"])
         scope[REQUEST_ID] = rid  # type: ignore[literal-required]
-        header = (b"x-request-id", rid.encode())
         status = 500
         started = time.perf_counter()
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [
-                    *(h for h in message.get("headers", ()) if h[0].lower() != b"x-request-id"),
-                    header,
-                ]
-            await send(message)
-
+        matched = self.direct.match(scope) if self.direct is not None else None
         try:
+            if matched is not None:
+                route, order_id = matched
+                scope["path_template"] = route.template
+                status = await self.direct.serve(scope, route, order_id, rid, send)  # type: ignore[union-attr]
+                return
+            header = (b"x-request-id", rid.encode())
+
+            async def send_with_id(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    message["headers"] = [
+                        *(h for h in message.get("headers", ()) if h[0].lower() != b"x-request-id"),
+                        header,
+                    ]
+                await send(message)
+
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("path_template") or "unmatched"
-            metrics.observe(route, scope["method"], status, time.perf_counter() - started)
+            route_label = scope.get("path_template") or "unmatched"
+            metrics.observe(route_label, scope["method"], status, time.perf_counter() - started)

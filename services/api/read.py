@@ -1,11 +1,22 @@
-"""The imperative shell of the read API: run a query, cut the page, render its documents."""
+"""The imperative shell of the read API: run a query, cut the page, render its documents.
+
+The four answers below are the API endpoints apart from whichever layer serves them (Litestar's
+handlers or the direct ASGI path in `direct.py`): the tenant is already known, the result is the
+response body.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 from msgspec import Struct
 
 from services.api import queries, schemas
+
+
+class OrderNotFound(Exception):
+    """No order with this id for this tenant (another tenant's order included)."""
 
 
 class Page(Struct, frozen=True):
@@ -38,3 +49,48 @@ async def fetch_one(pool: asyncpg.Pool, query: queries.GetQuery) -> bytes | None
     if query.dialect == "v2":
         return schemas.order_doc(row, 0)
     return schemas.service_order_doc(row, 0, query.include)
+
+
+class Call(Struct, frozen=True):
+    """One authorized request to an endpoint, whichever layer received it."""
+
+    pool: asyncpg.Pool
+    secret: bytes
+    tenant: str
+    params: queries.Params
+    request_id: str
+    order_id: str = ""  # the path's {order_id}, for the get endpoints
+
+
+Answer = Callable[[Call], Awaitable[bytes]]
+
+
+async def service_orders(call: Call) -> bytes:
+    """`GET /api/v1/service-orders`."""
+    query = queries.service_orders_list(call.tenant, call.params, call.secret)
+    page = await fetch_page(call.pool, query, call.secret)
+    return schemas.service_orders_page(page.docs, call.request_id, query.limit, page.next_cursor)
+
+
+async def service_order(call: Call) -> bytes:
+    """`GET /api/v1/service-orders/{id}`."""
+    query = queries.service_order_get(call.tenant, call.order_id, call.params)
+    doc = await fetch_one(call.pool, query)
+    if doc is None:
+        raise OrderNotFound
+    return schemas.service_order_one(doc, call.request_id)
+
+
+async def orders(call: Call) -> bytes:
+    """`GET /v1/orders`."""
+    query = queries.orders_list(call.tenant, call.params, call.secret)
+    page = await fetch_page(call.pool, query, call.secret)
+    return schemas.orders_page(page.docs, page.next_cursor)
+
+
+async def order(call: Call) -> bytes:
+    """`GET /v1/orders/{id}`."""
+    doc = await fetch_one(call.pool, queries.order_get(call.tenant, call.order_id))
+    if doc is None:
+        raise OrderNotFound
+    return schemas.order_one(doc)
