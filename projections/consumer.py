@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ import redis.exceptions
 from projections import metrics
 from projections.events import Event, PoisonEvent, decode_event
 from projections.fold import Plan
-from projections.writer import DeadLetters, apply_batch, mark_published
+from projections.writer import DeadLetters, Turn, apply_batch, mark_published
 
 log = logging.getLogger("orderview.consumer")
 
@@ -80,6 +81,18 @@ class Batch:
     raws: dict[bytes, bytes] = field(default_factory=dict)
     poison: dict[bytes, tuple[bytes, str]] = field(default_factory=dict)
 
+    def ids(self) -> set[bytes]:
+        return {*self.events, *self.poison}
+
+
+@dataclass
+class Flight:
+    """A batch being applied in the pipeline."""
+
+    batch: Batch
+    turn: Turn
+    task: asyncio.Task
+
 
 def decode_entries(entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> Batch:
     """Validate stream entries; poison ones keep their raw value and reason."""
@@ -103,12 +116,15 @@ class StreamConsumer:
         self.stream = stream
         self.options = options
         self.held: dict[bytes, Held] = {}
-        self._read_from = b"0"  # own pending entries first (after a restart), then new ones
+        # Own pending entries first (after a restart), after the last one read, then new ones.
+        self._read_from = b"0"
         self._claim_cursor = b"0-0"
         self._next_claim = 0.0
         self._next_touch = 0.0
         self._next_lag = 0.0
         self._next_retry = 0.0
+        self._retrying: set[bytes] = set()  # held entries a batch in flight is retrying
+        self._in_flight: set[bytes] = set()  # entries of the batches in flight
         self._group_ready = False
 
     # ---- Redis -------------------------------------------------------------------------
@@ -134,11 +150,12 @@ class StreamConsumer:
             block=block if self._read_from == b">" else None,
         )
         entries = reply[0][1] if reply else []
-        if self._read_from == b"0":
-            entries = [e for e in entries if e[0] not in self.held]
-            if not reply or not reply[0][1] or not entries:
+        if self._read_from != b">":
+            if not entries:
                 self._read_from = b">"
-        return entries
+                return []
+            self._read_from = entries[-1][0]
+        return [e for e in entries if e[0] not in self.held and e[0] not in self._in_flight]
 
     async def reclaim(self) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
         """Entries idle too long on another (dead) consumer, now ours."""
@@ -158,7 +175,7 @@ class StreamConsumer:
         deleted = reply[2] if len(reply) > 2 else []
         if deleted:  # pending entries whose stream entry was deleted: nothing to apply
             await self.redis.xack(self.stream, o.group, *deleted)
-        claimed = [c for c in claimed if c[0] not in self.held]
+        claimed = [c for c in claimed if c[0] not in self.held and c[0] not in self._in_flight]
         if self._claim_cursor in (b"0-0", "0-0"):
             self._next_claim = now + o.claim_idle_ms / 2000
         if claimed:
@@ -210,7 +227,7 @@ class StreamConsumer:
 
     # ---- one batch ---------------------------------------------------------------------
 
-    async def process(self, batch: Batch) -> Plan:
+    async def process(self, batch: Batch, turn: Turn | None = None) -> Plan:
         """Apply a batch plus the held gaps; settle poison, expired gaps and applied entries."""
         now = time.monotonic()
         candidates = dict(batch.events)
@@ -231,11 +248,24 @@ class StreamConsumer:
 
         lease = max(self.options.claim_idle_ms / 1000, MIN_LEASE_SECONDS)
         spec = DeadLetters(self.stream, self.options.consumer, lease, choose)
-        plan, dead, leased = await apply_batch(self.pool, list(candidates.items()), spec)
-        await self.settle(plan, dead, leased, raws)
+        self._retrying |= retried
+        try:
+            try:
+                plan, dead, leased = await apply_batch(
+                    self.pool, list(candidates.items()), spec, turn=turn
+                )
+            except BaseException:
+                if turn is not None:
+                    turn.failed()
+                raise
+            if turn is not None:
+                turn.committed()
+            await self.settle(plan, dead, leased, raws)
+        finally:
+            self._retrying -= retried
         still_held = set(plan.held) - set(dead)
         for entry_id in retried - still_held:
-            del self.held[entry_id]
+            self.held.pop(entry_id, None)
         for entry_id in still_held - retried:
             self.held[entry_id] = Held(candidates[entry_id], raws[entry_id], now)
         self._count(plan, dead, leased[0])
@@ -246,9 +276,10 @@ class StreamConsumer:
         applied the predecessor), else those whose aggregate this batch touches."""
         if now >= self._next_retry:
             self._next_retry = now + RETRY_MS / 1000
-            return set(self.held)
+            return set(self.held) - self._retrying
         touched = {e.aggregate for e in batch.events.values()}
-        return {k for k, h in self.held.items() if h.event.aggregate in touched}
+        held = self.held.items()
+        return {k for k, h in held if h.event.aggregate in touched and k not in self._retrying}
 
     def _count(self, plan: Plan, dead: dict[bytes, str], publish: set[bytes]) -> None:
         s = self.stream
@@ -282,30 +313,24 @@ class StreamConsumer:
     # ---- the loop ----------------------------------------------------------------------
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Read and apply batches until `stopping` is set; the batch in hand is always finished."""
+        """Read and apply batches until `stopping` is set; the batches in hand are always finished.
+
+        Normally two batches are in flight (see writer.Turn). After a failure, the batches it left
+        unapplied are applied one at a time (a refused one event by event), then the pipeline
+        starts again."""
         backoff = 0.1
-        in_hand: Batch | None = None
-        while not stopping.is_set() or in_hand is not None:
+        backlog: deque[Batch] = deque()
+        while not stopping.is_set() or backlog:
             try:
-                if in_hand is None:
-                    if not self._group_ready:
-                        await self.ensure_group()
-                        self._group_ready = True
-                    in_hand = await self._next_batch(stopping)
-                    if in_hand is None:
-                        continue
-                started = time.perf_counter()
-                try:
-                    await self.process(in_hand)
-                except asyncpg.PostgresError as exc:
-                    if isinstance(exc, TRANSIENT):
-                        raise
-                    log.warning("batch refused, applying one by one", extra={"error": str(exc)})
-                    await self.process_singly(in_hand)
-                metrics.BATCH_SECONDS.labels(self.stream).observe(time.perf_counter() - started)
-                in_hand = None
+                if not self._group_ready:
+                    await self.ensure_group()
+                    self._group_ready = True
+                if backlog:
+                    await self._apply_alone(backlog[0])
+                    backlog.popleft()
+                else:
+                    await self._pipeline(stopping, backlog)
                 backoff = 0.1
-                await self.update_lag()
             except redis.exceptions.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
@@ -319,6 +344,54 @@ class StreamConsumer:
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _pipeline(self, stopping: asyncio.Event, backlog: deque[Batch]) -> None:
+        """Read batch k+1 and fold it while batch k is written, until stopping or a failure.
+        On a failure, the batches in flight that were not applied go to `backlog`, in order."""
+        flights: deque[Flight] = deque()
+        try:
+            while not stopping.is_set():
+                batch = await self._next_batch(stopping)
+                if batch is None:
+                    while flights:
+                        await self._land(flights)
+                    continue
+                turn = Turn(flights[-1].turn if flights else None)
+                flights.append(Flight(batch, turn, asyncio.create_task(self._timed(batch, turn))))
+                self._in_flight |= batch.ids()
+                if len(flights) == 2:
+                    await self._land(flights)
+            while flights:
+                await self._land(flights)
+        except BaseException as exc:
+            outcomes = await asyncio.gather(*(f.task for f in flights), return_exceptions=True)
+            backlog.extend(f.batch for f, o in zip(flights, outcomes, strict=True) if o is not None)
+            self._in_flight.clear()
+            if isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, TRANSIENT):
+                return  # refused: _apply_alone tries it again, then event by event
+            raise
+
+    async def _land(self, flights: deque[Flight]) -> None:
+        """Wait for the oldest batch in flight; it leaves `flights` only once applied."""
+        await flights[0].task
+        self._in_flight -= flights.popleft().batch.ids()
+        await self.update_lag()
+
+    async def _timed(self, batch: Batch, turn: Turn | None = None) -> None:
+        started = time.perf_counter()
+        await self.process(batch, turn)
+        metrics.BATCH_SECONDS.labels(self.stream).observe(time.perf_counter() - started)
+
+    async def _apply_alone(self, batch: Batch) -> None:
+        """Apply a batch outside the pipeline; a batch PostgreSQL refuses, event by event."""
+        try:
+            await self._timed(batch)
+        except asyncpg.PostgresError as exc:
+            if isinstance(exc, TRANSIENT):
+                raise
+            log.warning("batch refused, applying one by one", extra={"error": str(exc)})
+            await self.process_singly(batch)
+        await self.update_lag()
 
     async def _next_batch(self, stopping: asyncio.Event) -> Batch | None:
         """Reclaimed or newly read entries (plus a retry of held gaps), or None when stopping."""

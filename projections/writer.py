@@ -213,16 +213,30 @@ def _participant_row(state: ParticipantState) -> tuple:
     )  # fmt: skip
 
 
-async def write_plan(conn: asyncpg.Connection, plan: Plan) -> None:
+class Rows(msgspec.Struct):
+    """A plan's rows, rendered (the CPU part of a write)."""
+
+    participants: list[tuple]
+    orders: list[tuple]
+
+
+def render_plan(plan: Plan) -> Rows:
+    """Render the rows a plan writes: documents of both dialects, states, amounts."""
+    return Rows(
+        [_participant_row(s) for s in plan.participants.values()],
+        [_order_row(s) for s in plan.orders.values()],
+    )
+
+
+async def write_plan(conn: asyncpg.Connection, plan: Plan, rows: Rows | None = None) -> None:
     """Write a plan's states inside the caller's transaction: participants first, then orders."""
+    rows = rows or render_plan(plan)
     await lock_participants(conn, plan)
-    if plan.participants:
-        rows = [_participant_row(s) for s in plan.participants.values()]
-        await conn.execute(_UPSERT_PARTICIPANTS, *_columns(rows, 8))
+    if rows.participants:
+        await conn.execute(_UPSERT_PARTICIPANTS, *_columns(rows.participants, 8))
         await conn.execute(_FAN_OUT, *_columns(plan.participants.keys(), 2))
-    if plan.orders:
-        rows = [_order_row(s) for s in plan.orders.values()]
-        await conn.execute(_UPSERT_ORDERS, *_columns(rows, len(_ORDER_COLUMNS)))
+    if rows.orders:
+        await conn.execute(_UPSERT_ORDERS, *_columns(rows.orders, len(_ORDER_COLUMNS)))
 
 
 async def lock_participants(conn: asyncpg.Connection, plan: Plan) -> None:
@@ -265,24 +279,104 @@ async def mark_published(pool: asyncpg.Pool, stream: str, ids: set[bytes]) -> No
     await pool.execute(_MARK_PUBLISHED, stream, [i.decode() for i in ids])
 
 
+class Superseded(Exception):
+    """The batch before this one in the pipeline failed, so this one, folded on it, rolls back."""
+
+
+class Turn:
+    """A batch's place in one consumer's pipeline of two batches in flight.
+
+    Batch k is loaded, folded and rendered while batch k-1 is being written, on states that
+    overlay k-1's plan on the stored ones (k-1 is not committed yet). k writes only once k-1 has
+    issued all its statements, so k-1 never waits for a lock k holds (k waits for k-1's locks
+    until it commits: no cycle), and k commits only after k-1 has committed: if k-1 fails, k
+    rolls back (Superseded) and both are applied again, one by one.
+    """
+
+    def __init__(self, previous: Turn | None = None):
+        loop = asyncio.get_running_loop()
+        self.previous = previous
+        self.planned: asyncio.Future[Plan] = loop.create_future()
+        self.written = asyncio.Event()
+        self.finished: asyncio.Future[bool] = loop.create_future()
+
+    async def base(self) -> Plan | None:
+        """The plan of the batch before, once it has one."""
+        if self.previous is None:
+            return None
+        try:
+            return await asyncio.shield(self.previous.planned)
+        except Exception as exc:
+            raise Superseded from exc
+
+    async def may_write(self) -> None:
+        if self.previous is not None:
+            await self.previous.written.wait()
+
+    async def may_commit(self) -> None:
+        if self.previous is not None and not await asyncio.shield(self.previous.finished):
+            raise Superseded
+
+    def committed(self) -> None:
+        self._settle(True)
+
+    def failed(self) -> None:
+        self._settle(False)
+
+    def _settle(self, ok: bool) -> None:
+        if not self.planned.done():
+            self.planned.set_exception(Superseded())
+            self.planned.exception()  # retrieved: no "never retrieved" warning
+        self.written.set()
+        if not self.finished.done():
+            self.finished.set_result(ok)
+        self.previous = None  # the chain of turns never grows past two
+
+
+def overlay(
+    stored: dict[tuple[str, int], Any], written: dict[tuple[str, int], Any]
+) -> dict[tuple[str, int], Any]:
+    """Stored states, replaced by those a batch in flight writes where those are further on."""
+    for key, state in written.items():
+        mine = stored.get(key)
+        if mine is None or mine.seq < state.seq:
+            stored[key] = state
+    return stored
+
+
 async def apply_batch(
     pool: asyncpg.Pool,
     events: list[tuple[Any, Event]],
     dead_letters: DeadLetters | None = None,
     attempts: int = 5,
+    turn: Turn | None = None,
 ) -> tuple[Plan, dict[bytes, str], tuple[set[bytes], set[bytes]]]:
     """Fold and write a batch and its dead letters in one transaction; retry it whole on a
-    deadlock or a race. Returns the plan, the dead letters, and lease_dead_letters' answer."""
+    deadlock or a race (only out of a pipeline: in one, the caller applies it again alone).
+    Returns the plan, the dead letters, and lease_dead_letters' answer."""
+    if turn is not None:
+        attempts = 1
     for attempt in range(1, attempts + 1):
         try:
             async with pool.acquire() as conn, conn.transaction():
                 orders, participants = await load_states(conn, [e for _, e in events])
+                if turn is not None and (base := await turn.base()) is not None:
+                    orders = overlay(orders, base.orders)
+                    participants = overlay(participants, base.participants)
                 plan = plan_batch(events, orders, participants)
-                await write_plan(conn, plan)
+                if turn is not None:
+                    turn.planned.set_result(plan)
+                rows = render_plan(plan)
+                if turn is not None:
+                    await turn.may_write()
+                await write_plan(conn, plan, rows)
                 dead = dead_letters.choose(plan) if dead_letters else {}
                 leased = (
                     await lease_dead_letters(conn, dead_letters, dead) if dead else (set(), set())
                 )
+                if turn is not None:
+                    turn.written.set()
+                    await turn.may_commit()
             return plan, dead, leased
         except RETRYABLE as exc:
             if attempt == attempts:

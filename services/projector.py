@@ -37,7 +37,7 @@ async def run_projector(settings: Settings, stopping: asyncio.Event | None = Non
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     pool = await create_pool(
-        settings.require("database_url"), name="projector", max_size=len(settings.streams) + 1
+        settings.require("database_url"), name="projector", max_size=2 * len(settings.streams) + 1
     )
     client = create_redis(settings.require("redis_url"))
     options = options_from(settings)

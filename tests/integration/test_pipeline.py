@@ -1,0 +1,113 @@
+"""Two batches in flight per consumer (writer.Turn): batch k+1 folds on batch k's uncommitted
+states, commits only after k, and rolls back when k fails; a restarted consumer re-reading its own
+pending entries never takes an entry that is already in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from orderview.settings import load_settings
+from projections.events import decode_event
+from projections.tables import ORDERS
+from projections.writer import Superseded, Turn, apply_batch
+from tests.histories import POISON_LINES, generate
+from tests.model import differences, expected_state, table_state
+from tests.support import dead_letters, project, publish_lines
+
+CREATED = {"type": "sale", "currency": "EUR", "items": [{"id": 1, "name": "x", "quantity": 2, "unit_price": "10.00"}]}  # fmt: skip
+# Valid per the contract, too wide for a btree entry: PostgreSQL refuses the batch.
+WIDE = {**CREATED, "order_number": "".join(chr(0x20000 + i * 37) for i in range(1000))}
+
+
+def line(agg: int, seq: int, type_: str = "order.submitted", data: dict | None = None) -> str:
+    envelope = {"id": f"e-{agg}-{seq}", "type": type_, "tenant": "pipe", "aggregate_id": agg}
+    at = f"2024-01-01T00:{seq:02d}:00Z"
+    return json.dumps({**envelope, "seq": seq, "at": at, "data": data or {}})
+
+
+def entry(agg: int, seq: int, type_: str = "order.submitted", data: dict | None = None):
+    return (f"{agg}-{seq}".encode(), decode_event(line(agg, seq, type_, data).encode()))
+
+
+async def stored(pool) -> dict[int, tuple[int, str]]:
+    rows = await pool.fetch(f"SELECT id, seq, status FROM {ORDERS} WHERE tenant = 'pipe'")
+    return {r["id"]: (r["seq"], r["status"]) for r in rows}
+
+
+async def test_the_next_batch_folds_on_the_uncommitted_states_of_the_batch_in_flight(pool):
+    first = Turn()
+    second = Turn(first)
+    one = asyncio.create_task(
+        apply_batch(pool, [entry(1, 1, "order.created", CREATED)], turn=first)
+    )
+    two = asyncio.create_task(apply_batch(pool, [entry(1, 2)], turn=second))
+    plan_one, _, _ = await one
+    first.committed()
+    plan_two, _, _ = await two
+
+    assert plan_one.applied == [b"1-1"]
+    assert plan_two.applied == [b"1-2"] and plan_two.held == []  # not a gap: seq 1 was in flight
+    assert await stored(pool) == {1: (2, "pending")}
+
+
+async def test_a_batch_whose_predecessor_fails_rolls_back_and_writes_nothing(pool):
+    first = Turn()
+    second = Turn(first)
+    one = asyncio.create_task(apply_batch(pool, [entry(2, 1, "order.created", WIDE)], turn=first))
+    two = asyncio.create_task(
+        apply_batch(pool, [entry(3, 1, "order.created", CREATED)], turn=second)
+    )
+    with pytest.raises(Exception) as refused:
+        await one
+    first.failed()
+    with pytest.raises(Superseded):
+        await two
+
+    assert not isinstance(refused.value, Superseded)
+    assert await stored(pool) == {}  # order 3 was written, and rolled back with its predecessor
+
+
+async def test_a_refused_batch_in_flight_is_applied_event_by_event_and_the_next_batch_too(
+    env, pool, redis_client
+):
+    settings = load_settings({**env, "ORDERVIEW_BATCH_SIZE": "2"})
+    lines = [
+        line(4, 1, "order.created", CREATED),
+        line(5, 1, "order.created", WIDE),
+        line(4, 2),
+        line(6, 1, "order.created", CREATED),
+        line(6, 2),
+        line(4, 3, "order.confirmed"),
+    ]
+    await project(redis_client, settings, lines)
+
+    assert await stored(pool) == {4: (3, "confirmed"), 6: (2, "pending")}
+    dlq = await dead_letters(redis_client, settings.streams[0])
+    assert [d["event"] for d in dlq] == [lines[1]]
+
+
+async def test_a_restarted_consumer_applies_its_own_pending_entries_once_in_small_batches(
+    env, pool, redis_client
+):
+    """A pending list longer than a batch is read after the last entry read, not from the start
+    again while earlier batches are still in flight (which applied and dead-lettered twice)."""
+    settings = load_settings({**env, "ORDERVIEW_BATCH_SIZE": "7"})
+    history = generate(5, tenants=2, orders=20, participants=5)
+    lines = [*history.lines(), *POISON_LINES[:6]]
+    stream = settings.streams[0]
+    await publish_lines(redis_client, settings, lines)
+    await redis_client.xgroup_create(stream, settings.consumer_group, id="0")
+    # The consumer of that name took everything, then died before acknowledging anything.
+    await redis_client.xreadgroup(
+        settings.consumer_group, settings.consumer, {stream: ">"}, count=len(lines)
+    )
+
+    await project(redis_client, settings, [])
+
+    assert differences(expected_state(history.events), await table_state(pool)) == []
+    dlq = await dead_letters(redis_client, stream)
+    assert sorted(d["entry_id"] for d in dlq) == sorted({d["entry_id"] for d in dlq})
+    assert len(dlq) == 6
