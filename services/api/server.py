@@ -3,21 +3,22 @@
 On a signal the server stops accepting, readiness turns 503, requests in flight finish, then the
 lifespan closes the pool and the process exits 0.
 
-Why uvicorn, not granian: measured side by side with `benchmarks/api.py --keep` (1M orders, the
-ceiling and both servers interleaved, 3 rounds x 10 s, median (min-max) req/s on 2 shared cores):
+Why uvicorn, not granian (yet): measured side by side with `benchmarks/api.py --keep` (1M orders,
+the ceiling and both servers interleaved, 3 rounds x 10 s, median (min-max) share of the ceiling,
+2 shared cores; README "Read API" has the full table):
 
-    scenario   ceiling            uvicorn            granian (uvloop, --runtime-mode st)
-    list       3319 (3051-3713)   2193 (1659-2437)   2002 (1916-2163)
-    deep page  3370 (2822-3715)   1920 (1732-2067)   1914 (1787-1931)
-    get by id  6291 (5680-6798)   3535 (3001-3558)   3663 (3637-3770)
-    p99 ms     list/deep/get      87 / 90 / 34       75 / 118 / 49
-    peak RSS   43 MiB             55 MiB             88 MiB (main process + worker)
+    scenario   uvicorn          granian (uvloop, --runtime-mode st)
+    list       63 % (60-68)     66 % (50-68)
+    deep page  63 % (55-66)     63 % (59-65)
+    get by id  68 % (68-79)     75 % (75-81)
+    peak RSS   54 MiB           89 MiB (main process + worker)
 
-The two are within the noise of each other on throughput (granian +4 % on get, -9 % on list),
-granian's deep-page p99 is worse and it costs a second process and 33 MiB more. uvicorn runs the
+granian is ahead on get in every round (its HTTP I/O runs off the GIL). uvicorn runs the
 application in this process, so draining is the plain `handle_exit` hook below (tested in
-tests/integration/test_api/test_process.py); granian would need its worker's signal handling
-patched for the same readiness-503 drain. No measured gain pays for that: uvicorn stays.
+tests/integration/test_api/test_process.py and tests/reliability/test_drains.py); granian's worker
+handles the signal itself, so the same readiness-503 drain has to be built and proven there first
+(granian's in-process `granian.server.embed.Server` under this module's signal handling is the
+candidate) before the switch.
 """
 
 from __future__ import annotations
