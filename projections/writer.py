@@ -5,6 +5,9 @@ Every upsert keeps the state with the highest seq, and each state is a fold of t
 its aggregate, so the race is harmless. The participants a batch writes or names are locked first,
 all in one ordered statement, so a rename and an order naming that participant serialize (the copy
 is never stale) and two batches never wait for each other in a cycle.
+
+Pipelining: one consumer keeps two batches in flight (`Turn`): the Python work of the next batch
+(loading, folding, rendering) overlaps PostgreSQL's work on the current one.
 """
 
 from __future__ import annotations
