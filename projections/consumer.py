@@ -406,18 +406,12 @@ class StreamConsumer:
         return decode_entries(entries)
 
     async def _read_unless_stopped(self, stopping: asyncio.Event):
+        """The next entries, or None when stopping. A read in flight is never cancelled: the
+        server may have delivered entries already, which would then stay pending unapplied until
+        a restart, so a stop waits for it (at most ORDERVIEW_BLOCK_MS) and applies what it got."""
         if stopping.is_set():
             return None
-        read = asyncio.ensure_future(self.read())
-        stop = asyncio.ensure_future(stopping.wait())
-        done, _ = await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
-        if read in done:
-            stop.cancel()
-            return read.result()
-        read.cancel()
-        # Entries the server delivered as we cancelled stay pending for this consumer name
-        # and are read first on the next start (or reclaimed by another replica).
-        return None
+        return await self.read()
 
 
 def _gap_reason(event: Event, timeout: float) -> str:

@@ -13,9 +13,10 @@ from orderview.settings import load_settings
 from projections.events import decode_event
 from projections.tables import ORDERS
 from projections.writer import Superseded, Turn, apply_batch
+from services.projector import run_projector
 from tests.histories import POISON_LINES, generate
 from tests.model import differences, expected_state, table_state
-from tests.support import dead_letters, project, publish_lines
+from tests.support import dead_letters, outstanding, project, publish_lines
 
 CREATED = {"type": "sale", "currency": "EUR", "items": [{"id": 1, "name": "x", "quantity": 2, "unit_price": "10.00"}]}  # fmt: skip
 # Valid per the contract, too wide for a btree entry: PostgreSQL refuses the batch.
@@ -111,3 +112,23 @@ async def test_a_restarted_consumer_applies_its_own_pending_entries_once_in_smal
     dlq = await dead_letters(redis_client, stream)
     assert sorted(d["entry_id"] for d in dlq) == sorted({d["entry_id"] for d in dlq})
     assert len(dlq) == 6
+
+
+async def test_an_entry_delivered_to_the_read_in_flight_when_a_stop_comes_is_applied(
+    env, pool, redis_client
+):
+    """A stop never cancels a blocking read: entries it was handed would stay pending, unapplied."""
+    settings = load_settings({**env, "ORDERVIEW_BLOCK_MS": "3000"})
+    stream = settings.streams[0]
+    stopping = asyncio.Event()
+    task = asyncio.create_task(run_projector(settings, stopping))
+    for _ in range(1000):  # until the consumer is blocked in XREADGROUP on the empty stream
+        if any(c.get("cmd") == "xreadgroup" for c in await redis_client.client_list()):
+            break
+        await asyncio.sleep(0.01)
+    stopping.set()
+    await redis_client.xadd(stream, {"event": line(7, 1, "order.created", CREATED)})
+    await asyncio.wait_for(task, 10)
+
+    assert await outstanding(redis_client, settings) == 0
+    assert await stored(pool) == {7: (1, "draft")}
