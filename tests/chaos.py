@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -44,12 +45,14 @@ class Replicas:
     def __init__(self, env: dict[str, str], count: int):
         self.env = env
         self.procs: dict[str, subprocess.Popen] = {}
+        self.starts: dict[str, int] = {}
         self.folder = Path(tempfile.mkdtemp(prefix="orderview-replicas-"))
         for i in range(count):
             self.start(f"projector-{i}")
 
     def start(self, name: str) -> None:
         env = {**self.env, "ORDERVIEW_CONSUMER_NAME": name}
+        self.starts[name] = self.starts.get(name, 0) + 1
         with open(self.folder / f"{name}.log", "ab") as log:
             self.procs[name] = subprocess.Popen(
                 [ORDERVIEW, "projector"], env=env, stdout=subprocess.DEVNULL, stderr=log
@@ -69,9 +72,18 @@ class Replicas:
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{_tail(p)}" for p in sorted(self.folder.glob("*.log")))
 
+    def started(self, name: str) -> bool:
+        """Whether the latest start of `name` is running (its signal handlers installed)."""
+        log = (self.folder / f"{name}.log").read_text(errors="replace")
+        return log.count("projector started") >= self.starts[name]
+
     def stop_all(self) -> dict[str, int]:
-        """SIGTERM every replica; their exit codes."""
-        for proc in self.procs.values():
+        """SIGTERM every replica once it has started; their exit codes. (A SIGTERM to a process
+        still starting its interpreter kills it by the signal, before any code of ours runs.)"""
+        deadline = time.monotonic() + 30
+        for name, proc in self.procs.items():
+            while proc.poll() is None and not self.started(name) and time.monotonic() < deadline:
+                time.sleep(0.05)
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         codes = {}

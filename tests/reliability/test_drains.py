@@ -125,10 +125,10 @@ async def test_sigterm_to_an_api_process_under_load_fails_no_request(
     )
 
 
-async def started(group: Replicas, name: str, times: int) -> None:
-    """Wait for the `times`-th start of `name` (its signal handlers are installed by then)."""
+async def started(group: Replicas, name: str) -> None:
+    """Wait for the latest start of `name` (its signal handlers are installed by then)."""
     for _ in range(600):
-        if (group.folder / f"{name}.log").read_text().count("projector started") >= times:
+        if group.started(name):
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{name} did not start: {group.logs()}")
@@ -155,7 +155,7 @@ async def test_sigterm_to_projectors_mid_batch_commits_and_acks_on_every_shard(
         publishing = asyncio.create_task(
             publish_paced(redis_client, settings, [json.dumps(e) for e in history.events], 2)
         )
-        await started(group, "projector-0", 1)
+        await started(group, "projector-0")
         while stops < scale(4, 12):
             await asyncio.sleep(rng.uniform(0.2, 0.5))
             name = rng.choice(sorted(group.procs))
@@ -166,7 +166,7 @@ async def test_sigterm_to_projectors_mid_batch_commits_and_acks_on_every_shard(
             assert await in_hand(redis_client, settings, name) == 0, name
             stops += 1
             group.start(name)
-            await started(group, name, stops + 1)
+            await started(group, name)
         await publishing
         await wait_until_caught_up(redis_client, settings, timeout=120)
         codes = group.stop_all()
