@@ -4,6 +4,7 @@ SIGTERM that drains requests in flight and exits 0."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -31,9 +32,9 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([ORDERVIEW, *args], env=env, capture_output=True, text=True, timeout=60)
 
 
-def _start_api(env: dict[str, str], port: int) -> subprocess.Popen:
+def _start_api(env: dict[str, str], port: int, *options: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [ORDERVIEW, "api", "--port", str(port)],
+        [ORDERVIEW, "api", "--port", str(port), *options],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -106,19 +107,21 @@ def test_key_commands_refuse_bad_input_with_one_line(process_env, args):
     assert "Traceback" not in result.stderr
 
 
-async def test_the_api_process_serves_and_drains_requests_in_flight_on_sigterm(
-    loaded, db, process_env
-):
-    created = _cli(process_env, "keys", "create", "--tenant", "acme", "--scopes",
+def _service_orders_key(env: dict[str, str]) -> str:
+    created = _cli(env, "keys", "create", "--tenant", "acme", "--scopes",
                    "service_orders,orders:read")  # fmt: skip
-    key = created.stdout.strip().splitlines()[-1]
-    assert (
-        _cli(process_env, "features", "enable", "--tenant", "acme", "service_orders").returncode
-        == 0
-    )
+    assert _cli(env, "features", "enable", "--tenant", "acme", "service_orders").returncode == 0
+    return created.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("server", ["granian", "uvicorn"])
+async def test_the_api_process_serves_and_drains_requests_in_flight_on_sigterm(
+    loaded, db, process_env, server
+):
+    key = _service_orders_key(process_env)
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = _start_api(process_env, port)
+    proc = _start_api(process_env, port, "--server", server)
     try:
         await _until_ready(base, proc)
         headers = {"Authorization": f"Bearer {key}"}
@@ -170,3 +173,85 @@ async def test_a_revoked_key_is_refused_by_the_running_process_within_5_seconds(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie (an exited child its new parent did not reap)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+async def _held_in_flight(db, port: int, key: str, proc: subprocess.Popen, sig: int) -> list[int]:
+    """Statuses of 8 list requests held by a table lock while `sig` reaches `proc`."""
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute(f"LOCK TABLE {ORDERS} IN ACCESS EXCLUSIVE MODE")
+        requests = [await _send(port, key) for _ in range(8)]
+        await asyncio.sleep(0.5)
+        proc.send_signal(sig)
+        await asyncio.sleep(0.5)
+        assert proc.poll() is None
+    return list(await asyncio.gather(*(_answer(reader) for reader, _ in requests)))
+
+
+async def test_sigterm_to_granian_workers_drains_each_and_leaves_no_worker_behind(
+    loaded, db, process_env
+):
+    key = _service_orders_key(process_env)
+    port = _free_port()
+    proc = _start_api(process_env, port, "--workers", "2")
+    try:
+        await _until_ready(f"http://127.0.0.1:{port}", proc)
+        workers = _children(proc.pid)
+        assert len(workers) == 2
+
+        assert await _held_in_flight(db, port, key, proc, signal.SIGTERM) == [200] * 8
+        assert proc.wait(timeout=30) == 0
+        assert not [pid for pid in workers if _running(pid)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    drained = [line for line in proc.stderr.read().splitlines() if '"api draining"' in line]
+    assert len(drained) == 2, "each worker marks itself draining (readiness 503) on the signal"
+
+
+async def test_sigint_drains_a_granian_process_and_marks_it_draining(loaded, db, process_env):
+    key = _service_orders_key(process_env)
+    port = _free_port()
+    proc = _start_api(process_env, port)
+    try:
+        await _until_ready(f"http://127.0.0.1:{port}", proc)
+
+        assert await _held_in_flight(db, port, key, proc, signal.SIGINT) == [200] * 8
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert '"api draining"' in proc.stderr.read()
+
+
+async def test_granian_workers_stop_when_their_supervisor_is_killed(loaded, process_env):
+    port = _free_port()
+    proc = _start_api(process_env, port, "--workers", "2")
+    workers: list[int] = []
+    try:
+        await _until_ready(f"http://127.0.0.1:{port}", proc)
+        workers = _children(proc.pid)
+        proc.kill()
+        proc.wait()
+        for _ in range(300):  # each drains (nothing in flight) and exits
+            if not any(_running(pid) for pid in workers):
+                break
+            await asyncio.sleep(0.1)
+        assert not [pid for pid in workers if _running(pid)]
+    finally:
+        for pid in workers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
