@@ -199,10 +199,9 @@ def free_port() -> int:
 
 def start(kind: str, port: int, env: dict[str, str]) -> subprocess.Popen:
     commands = {
-        "uvicorn": [str(BIN / "orderview"), "api", "--port", str(port)],
-        "granian": [str(BIN / "granian"), "--interface", "asgi", "--factory", "--loop", "uvloop",
-                    "--no-ws", "--runtime-mode", "st", "--log-level", "warning", "--port", str(port),
-                    "services.api.server:app_from_env"],
+        # Both as `orderview api` starts them (granian embedded in the process; uvicorn).
+        "uvicorn": [str(BIN / "orderview"), "api", "--server", "uvicorn", "--port", str(port)],
+        "granian": [str(BIN / "orderview"), "api", "--server", "granian", "--port", str(port)],
         "ceiling": [str(BIN / "uvicorn"), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
                     "--log-level", "warning", "--port", str(port), "benchmarks.api_ceiling:app"],
     }  # fmt: skip
@@ -217,7 +216,7 @@ def start(kind: str, port: int, env: dict[str, str]) -> subprocess.Popen:
 
 
 def rss_mib(pid: int) -> float:
-    """RSS of a process and its children (granian runs its worker as a child)."""
+    """RSS of a process and its children (with --workers N, the workers)."""
     total = 0
     pids = [pid] + [int(p) for p in subprocess.run(
         ["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]  # fmt: skip
@@ -374,9 +373,6 @@ def measure(args, url: str, key: str, cursor: str, ids: list[int], wrk_bin: str)
     scenarios = args.scenarios.split(",")
     kinds = ["ceiling"]
     for kind in args.servers.split(","):
-        if kind == "granian" and not (BIN / "granian").exists():
-            print("granian is not installed (pip install granian): measuring uvicorn only")
-            continue
         kinds.append(kind)
     paths = {kind: ceiling if kind == "ceiling" else api for kind in kinds}
     runs: dict[str, dict[str, list[dict]]] = {k: {s: [] for s in scenarios} for k in kinds}
