@@ -233,7 +233,8 @@ def render_plan(plan: Plan) -> Rows:
 
 async def write_plan(conn: asyncpg.Connection, plan: Plan, rows: Rows | None = None) -> None:
     """Write a plan's states inside the caller's transaction: participants first, then orders."""
-    rows = rows or render_plan(plan)
+    if rows is None:
+        rows = render_plan(plan)
     await lock_participants(conn, plan)
     if rows.participants:
         await conn.execute(_UPSERT_PARTICIPANTS, *_columns(rows.participants, 8))
