@@ -250,16 +250,9 @@ class StreamConsumer:
         spec = DeadLetters(self.stream, self.options.consumer, lease, choose)
         self._retrying |= retried
         try:
-            try:
-                plan, dead, leased = await apply_batch(
-                    self.pool, list(candidates.items()), spec, turn=turn
-                )
-            except BaseException:
-                if turn is not None:
-                    turn.failed()
-                raise
-            if turn is not None:
-                turn.committed()
+            plan, dead, leased = await apply_batch(
+                self.pool, list(candidates.items()), spec, turn=turn
+            )
             await self.settle(plan, dead, leased, raws)
         finally:
             self._retrying -= retried

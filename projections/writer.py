@@ -357,34 +357,36 @@ async def apply_batch(
 ) -> tuple[Plan, dict[bytes, str], tuple[set[bytes], set[bytes]]]:
     """Fold and write a batch and its dead letters in one transaction; retry it whole on a
     deadlock or a race (only out of a pipeline: in one, the caller applies it again alone).
+    `turn` is the batch's place in a pipeline; it is settled (committed or failed) here.
     Returns the plan, the dead letters, and lease_dead_letters' answer."""
     if turn is not None:
         attempts = 1
     for attempt in range(1, attempts + 1):
+        this = turn or Turn()  # alone: no batch before it, nothing to wait for
         try:
             async with pool.acquire() as conn, conn.transaction():
                 orders, participants = await load_states(conn, [e for _, e in events])
-                if turn is not None and (base := await turn.base()) is not None:
+                if (base := await this.base()) is not None:
                     orders = overlay(orders, base.orders)
                     participants = overlay(participants, base.participants)
                 plan = plan_batch(events, orders, participants)
-                if turn is not None:
-                    turn.planned.set_result(plan)
+                this.planned.set_result(plan)
                 rows = render_plan(plan)
-                if turn is not None:
-                    await turn.may_write()
+                await this.may_write()
                 await write_plan(conn, plan, rows)
                 dead = dead_letters.choose(plan) if dead_letters else {}
                 leased = (
                     await lease_dead_letters(conn, dead_letters, dead) if dead else (set(), set())
                 )
-                if turn is not None:
-                    turn.written.set()
-                    await turn.may_commit()
-            return plan, dead, leased
-        except RETRYABLE as exc:
-            if attempt == attempts:
+                this.written.set()
+                await this.may_commit()
+        except BaseException as exc:
+            this.failed()
+            if not isinstance(exc, RETRYABLE) or attempt == attempts:
                 raise
             log.warning("batch conflicted, retrying", extra={"error": str(exc), "attempt": attempt})
             await asyncio.sleep(0.01 * attempt)
+            continue
+        this.committed()
+        return plan, dead, leased
     raise AssertionError("unreachable")

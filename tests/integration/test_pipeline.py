@@ -46,7 +46,6 @@ async def test_the_next_batch_folds_on_the_uncommitted_states_of_the_batch_in_fl
     )
     two = asyncio.create_task(apply_batch(pool, [entry(1, 2)], turn=second))
     plan_one, _, _ = await one
-    first.committed()
     plan_two, _, _ = await two
 
     assert plan_one.applied == [b"1-1"]
@@ -63,7 +62,6 @@ async def test_a_batch_whose_predecessor_fails_rolls_back_and_writes_nothing(poo
     )
     with pytest.raises(Exception) as refused:
         await one
-    first.failed()
     with pytest.raises(Superseded):
         await two
 
