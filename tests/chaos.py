@@ -14,6 +14,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -100,6 +101,23 @@ class Replicas:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+async def wait_ready(
+    base: str, proc: subprocess.Popen, output: Callable[[], str], timeout: float = 30
+) -> None:
+    """Wait for an API process's `/health/ready` to answer 200; its `output` if it dies or not."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with httpx.AsyncClient(base_url=base) as client:
+        while asyncio.get_running_loop().time() < deadline:
+            assert proc.poll() is None, output()
+            try:
+                if (await client.get("/health/ready")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"the API did not become ready:\n{output()}")
+
+
 class ApiProcess:
     """One `orderview api` process on a free port; stderr in a file."""
 
@@ -117,17 +135,7 @@ class ApiProcess:
 
     async def ready(self, timeout: float = 30) -> None:
         """Wait for `/health/ready` to answer 200."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        async with httpx.AsyncClient(base_url=self.base) as client:
-            while asyncio.get_running_loop().time() < deadline:
-                assert self.proc.poll() is None, _tail(self.log)
-                try:
-                    if (await client.get("/health/ready")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError(f"the API did not become ready:\n{_tail(self.log)}")
+        await wait_ready(self.base, self.proc, lambda: _tail(self.log), timeout)
 
     def stop(self, timeout: float = 40) -> int:
         """SIGTERM, wait; the exit code (SIGKILL after `timeout`)."""

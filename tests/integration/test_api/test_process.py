@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from projections.tables import ORDERS
+from tests.chaos import wait_ready
 from tests.integration.test_api.conftest import api_env
 
 ORDERVIEW = str(Path(sys.executable).parent / "orderview")
@@ -49,16 +50,10 @@ def _free_port() -> int:
 
 
 async def _until_ready(base: str, proc: subprocess.Popen) -> None:
-    async with httpx.AsyncClient(base_url=base) as c:
-        for _ in range(200):
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            try:
-                if (await c.get("/health/ready")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("the API did not become ready")
+    def output() -> str:  # reading a live process's stderr pipe would block until it exits
+        return proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
+
+    await wait_ready(base, proc, output, timeout=20)
 
 
 async def _send(port: int, key: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
