@@ -25,11 +25,12 @@ Id64 = Annotated[int, Meta(ge=1, le=MAX_INT64)]
 Count = Annotated[int, Meta(ge=1, le=MAX_INT32)]
 Minutes = Annotated[int, Meta(ge=0, le=MAX_INT32)]
 Timestamp = Annotated[datetime, Meta(tz=True)]
-Currency = Annotated[str, Meta(pattern="^[A-Z]{3}$")]
-Tenant = Annotated[str, Meta(pattern="^[a-z0-9_-]{1,64}$")]
+# Whole-value patterns end in \Z, not $: Python's $ also matches before a final newline ("EUR\n").
+Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}\Z")]
+Tenant = Annotated[str, Meta(pattern=r"^[a-z0-9_-]{1,64}\Z")]
 EventType = Annotated[str, Meta(pattern=r"^(order|participant)\.[^\x00]+$", max_length=1000)]
-OrderType = Annotated[str, Meta(pattern="^(booking|sale|enquiry)$")]
-PaymentStatus = Annotated[str, Meta(pattern="^(pending|paid|refunded|failed)$")]
+OrderType = Annotated[str, Meta(pattern=r"^(booking|sale|enquiry)\Z")]
+PaymentStatus = Annotated[str, Meta(pattern=r"^(pending|paid|refunded|failed)\Z")]
 
 MONEY_LIMIT = Decimal(10) ** 10
 CENT = Decimal("0.01")

@@ -99,6 +99,27 @@ async def test_every_poison_case_lands_in_the_dlq_with_a_readable_error_and_good
     assert (await pool.fetchval(f"SELECT status FROM {ORDERS} WHERE id = 1")) == "confirmed"
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        pytest.param(ev("order.created", 2, 1, CREATED, tenant="acme\n"), id="tenant"),
+        pytest.param(ev("order.created", 2, 1, {**CREATED, "currency": "EUR\n"}), id="currency"),
+        pytest.param(ev("order.created", 2, 1, {**CREATED, "type": "sale\n"}), id="order-type"),
+        pytest.param(
+            ev("order.payment_status_changed", 1, 2, {"payment_status": "paid\n"}),
+            id="payment-status",
+        ),
+    ],
+)
+async def test_a_value_with_a_trailing_newline_does_not_match_its_pattern_and_is_poison(
+    settings, pool, redis_client, line
+):
+    await project(redis_client, settings, [ev("order.created", 1, 1, CREATED), line])
+    assert [d["event"] for d in await dead_letters(redis_client, settings.streams[0])] == [line]
+    rows = await pool.fetch(f"SELECT tenant, id, seq, payment_status FROM {ORDERS}")
+    assert [tuple(r) for r in rows] == [("acme", 1, 1, "pending")]
+
+
 async def test_an_order_created_before_its_participant_shows_the_participant_once_it_arrives(
     settings, pool, redis_client
 ):
