@@ -221,7 +221,10 @@ class RenderedParticipant(Struct, frozen=True):
 
 
 def render_participant(state: ParticipantState) -> RenderedParticipant:
-    """Dialect 1 `participant` object and dialect 2 customerName/customerEmail members."""
+    """Dialect 1 `participant` object and dialect 2 customerName/customerEmail members.
+    A participant with only events of unknown types was never upserted: shown as unknown."""
+    if state.name is None:
+        return RenderedParticipant(PARTICIPANT_V1_UNKNOWN, CUSTOMER_V2_UNKNOWN)
     v1 = encoder.encode(ServiceOrderParticipant(state.id, state.name, state.email))
     v2 = encoder.encode({"customerName": state.name, "customerEmail": state.email})[1:-1]
     return RenderedParticipant(v1, v2)

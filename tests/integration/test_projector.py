@@ -15,6 +15,7 @@ from tests.model import differences, expected_state, table_state
 from tests.support import (
     ORDERVIEW,
     dead_letters,
+    orders_v2,
     project,
     projector,
     publish_lines,
@@ -136,6 +137,22 @@ async def test_an_order_created_before_its_participant_shows_the_participant_onc
         await wait_until_caught_up(redis_client, settings)
     after = (await service_orders(pool, "acme"))[1]
     assert after["participant"] == {"id": 7, "name": "Ann", "email": "a@x"}
+
+
+async def test_an_unknown_participant_type_as_first_event_leaves_the_order_without_participant(
+    settings, pool, redis_client
+):
+    lines = [ev("order.created", 1, 1, CREATED), ev("participant.merged", 7, 1, {"into": 8})]
+    await project(redis_client, settings, lines)
+    doc = (await service_orders(pool, "acme"))[1]
+    assert doc["participant"] is None and doc["event_participant_id"] == 7
+    v2 = (await orders_v2(pool, "acme"))[1]
+    assert (v2["customerId"], v2["customerName"], v2["customerEmail"]) == ("cust_7", None, None)
+    await project(
+        redis_client, settings, [ev("participant.upserted", 7, 2, {"name": "Ann", "email": None})]
+    )
+    doc = (await service_orders(pool, "acme"))[1]
+    assert doc["participant"] == {"id": 7, "name": "Ann", "email": None}
 
 
 async def test_a_rename_reaches_every_order_of_the_participant_in_both_dialects(
