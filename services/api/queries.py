@@ -167,13 +167,14 @@ def parse_instant(name: str, value: str, *, end_of_day: bool = False) -> datetim
         if not re.match(r"[0-9]{4}-?[0-9]{2}-?[0-9]{2}[T ]", value):
             raise ValueError
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        # An offset can move a date-time past year 9999 or before year 1: OverflowError.
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise InvalidParameter(
             name,
             "must be an ISO 8601 date (2024-01-31) or date-time (2024-01-31T10:00:00Z); "
             f"got {_shown(value)}",
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _shown(value: str) -> str:

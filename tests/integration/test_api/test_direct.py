@@ -93,6 +93,7 @@ def _requests(cursors: dict[str, str]) -> list[tuple[str, str]]:
         f"{V2}?locationId=loc_a&startDate=2024-01-02&endDate=2024-01-03",
         f"{V2}?createdAfter=2024-01-01T00:30:00Z", f"{V2}?limit=3&cursor={v2}", f"{V2}?cursor={v1}",
         f"{V2}?status=bogus", f"{V2}?limit=1000", f"{V2}?unknown=x", f"{V2}?customerId=7",
+        f"{V2}?startDate=9999-12-31T23:59:59-01:00",
         f"{V2}/ord_1", f"{V2}/ord_40", f"{V2}/ord_99999", f"{V2}/ord_1?limit=bogus", f"{V2}/42",
         f"{V2}/ord_x", f"{V2}/ord_99999999999999999999",
     ]  # fmt: skip

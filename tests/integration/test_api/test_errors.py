@@ -51,6 +51,12 @@ BAD_PARAMETERS = [
     pytest.param(V2, "endDate=", "endDate", id="v2-empty-end"),
     pytest.param(V2, "createdAfter=2024-01-01T25:00:00Z", "createdAfter", id="v2-bad-hour"),
     pytest.param(V2, "createdAfter=1704067200", "createdAfter", id="v2-epoch-seconds"),
+    pytest.param(
+        V2, "startDate=9999-12-31T23:59:59-01:00", "startDate", id="v2-start-past-year-9999-in-utc"
+    ),
+    pytest.param(
+        V2, "createdAfter=0001-01-01T00:00:00%2B01:00", "createdAfter", id="v2-before-year-1-in-utc"
+    ),
     pytest.param(V2, "limit=0", "limit", id="v2-limit-zero"),
     pytest.param(V2, "limit=1000", "limit", id="v2-limit-over-100"),
     pytest.param(V2, "cursor=abc", "cursor", id="v2-malformed-cursor"),
