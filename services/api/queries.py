@@ -206,7 +206,8 @@ def service_orders_list(tenant: str, params: Params, secret: bytes) -> ListQuery
             "sort", f"must be one of {', '.join(SORTS)}; got {_shown(sort_name)}"
         )
     direction = _one(params, "order")
-    direction = "DESC" if direction is None else direction.upper()
+    # ASCII case only: str.upper() also makes "DESC" of "deſc" (a long s).
+    direction = "DESC" if direction is None else direction.upper() if direction.isascii() else ""
     if direction not in ("ASC", "DESC"):
         raise InvalidParameter("order", "must be ASC or DESC (any case)")
     query = ListQuery(

@@ -86,6 +86,7 @@ def _requests(cursors: dict[str, str]) -> list[tuple[str, str]]:
         f"{V1}?limit=3&sort=total&cursor={v1}", f"{V1}?limit=4&sort=total&cursor={v1}",
         f"{V1}?limit=3&cursor={v1}", f"{V1}?cursor={v2}", f"{V1}?limit=0", f"{V1}?limit=5&limit=6",
         f"{V1}?sort=bogus", f"{V1}?include=bogus", f"{V1}?unknown=1&limit=2", f"{V1}?status=",
+        f"{V1}?order=de%C5%BFc",
         f"{V1}/1", f"{V1}/40", f"{V1}/99999", f"{V1}/1?include=items", f"{V1}/2?include=participant",
         f"{V1}/1?include=items,participant&extra=x", f"{V1}/1?include=bogus", f"{V1}/abc",
         f"{V1}/1.5", f"{V1}/99999999999999999999", f"{V1}/-1", f"{V1}/%20",

@@ -14,6 +14,7 @@ BAD_PARAMETERS = [
     pytest.param(V1, "sort=", "sort", id="v1-empty-sort"),
     pytest.param(V1, "order=up", "order", id="v1-bad-direction"),
     pytest.param(V1, "order=", "order", id="v1-empty-direction"),
+    pytest.param(V1, "order=de%C5%BFc", "order", id="v1-direction-upper-cases-to-desc"),
     pytest.param(V1, "limit=0", "limit", id="v1-limit-zero"),
     pytest.param(V1, "limit=101", "limit", id="v1-limit-over-100"),
     pytest.param(V1, "limit=-1", "limit", id="v1-limit-negative"),
