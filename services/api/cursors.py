@@ -60,6 +60,10 @@ def decode_cursor(secret: bytes, context: bytes, text: str) -> Position:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise CursorError("is not a cursor of this API") from None
+    # The decoder skips stray characters and padding and ignores a last character's unused bits:
+    # only the spelling `encode_cursor` gives is a cursor, or an altered one would pass as it.
+    if base64.urlsafe_b64encode(raw).rstrip(b"=") != text.encode():
+        raise CursorError("is not a cursor of this API")
     payload, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
     if len(raw) <= TAG_BYTES or not hmac.compare_digest(tag, _tag(secret, context, payload)):
         raise CursorError("was not issued for this query (tenant, filters and sort)")

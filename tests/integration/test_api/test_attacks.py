@@ -4,6 +4,7 @@ SQL in strings, revoked keys and disabled features (seen within 5 seconds)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 
 import pytest
@@ -118,6 +119,32 @@ async def test_a_tampered_cursor_is_a_400(loaded, client, acme):
         )
         assert response.status_code == 400, bad
         assert response.json()["error"]["parameter"] == "cursor"
+
+
+def _same_bytes_spelled_otherwise(cursor: str) -> list[str]:
+    """Other spellings of the cursor's bytes: padding, a stray character, the standard alphabet,
+    and a last character differing only in the bits base64 leaves unused."""
+    raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    spellings = [cursor + "=" * (4 - len(cursor) % 4), cursor[:4] + "." + cursor[4:], " " + cursor]
+    spellings.append(cursor.replace("-", "+").replace("_", "/"))
+    for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_":
+        other = cursor[:-1] + c
+        if other != cursor and base64.urlsafe_b64decode(other + "=" * (-len(other) % 4)) == raw:
+            spellings.append(other)
+    return [s for s in spellings if s != cursor]
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3])
+@pytest.mark.parametrize("path", [V1, V2])
+async def test_a_cursor_spelled_otherwise_is_a_400(loaded, client, acme, path, limit):
+    cursor = await _cursor(client, acme, path, limit=limit)
+
+    for other in _same_bytes_spelled_otherwise(cursor):
+        response = await client.get(path, params={"limit": limit, "cursor": other}, headers=acme)
+        assert response.status_code == 400, other
+        assert "`cursor`" in response.json()["error"]["message"]
+    response = await client.get(path, params={"limit": limit, "cursor": cursor}, headers=acme)
+    assert response.status_code == 200
 
 
 async def test_a_replayed_cursor_gives_the_same_page(loaded, client, acme):

@@ -90,6 +90,7 @@ def _requests(cursors: dict[str, str]) -> list[tuple[str, str]]:
         f"{V1}/1", f"{V1}/40", f"{V1}/99999", f"{V1}/1?include=items", f"{V1}/2?include=participant",
         f"{V1}/1?include=items,participant&extra=x", f"{V1}/1?include=bogus", f"{V1}/abc",
         f"{V1}/1.5", f"{V1}/99999999999999999999", f"{V1}/-1", f"{V1}/%20",
+        f"{V1}?limit=3&sort=total&cursor={v1}=", f"{V2}?limit=3&cursor=.{v2}",
         V2, f"{V2}?limit=5", f"{V2}?status=confirmed&type=booking", f"{V2}?customerId=cust_2",
         f"{V2}?locationId=loc_a&startDate=2024-01-02&endDate=2024-01-03",
         f"{V2}?createdAfter=2024-01-01T00:30:00Z", f"{V2}?limit=3&cursor={v2}", f"{V2}?cursor={v1}",
