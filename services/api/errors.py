@@ -122,11 +122,11 @@ def _respond(request: Request, exc: Exception) -> Response:
     problem = problem_of(exc, scope["path"])
     rid = scope.get(REQUEST_ID) or request_id(scope["headers"])
     body, headers = error_document(problem, scope["path"], rid)
+    extra = {name.decode(): value.decode() for name, value in headers}
+    if isinstance(exc, HTTPException) and exc.headers:  # the Allow header of a 405
+        extra = exc.headers | extra
     return Response(
-        body,
-        status_code=problem.status,
-        media_type=MediaType.JSON,
-        headers={name.decode(): value.decode() for name, value in headers} or None,
+        body, status_code=problem.status, media_type=MediaType.JSON, headers=extra or None
     )
 
 

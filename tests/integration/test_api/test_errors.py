@@ -197,3 +197,12 @@ async def test_an_unknown_path_and_a_write_method_answer_in_the_dialects_shape(c
     response = await client.post(V1, headers=acme)
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+@pytest.mark.parametrize("path", [V1, V1 + "/1", V2, V2 + "/ord_1"])
+async def test_a_405_says_which_methods_are_allowed(client, acme, method, path):
+    response = await client.request(method, path, headers=acme)
+
+    assert response.status_code == 405
+    assert {m.strip() for m in response.headers["allow"].split(",")} == {"GET", "OPTIONS"}
