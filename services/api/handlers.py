@@ -111,7 +111,9 @@ async def prometheus(request: Request) -> Response[str]:
     state = request.app.state
     settings = state.settings
     body = await metrics.render(state.pool, state.redis, settings.streams, settings.consumer_group)
-    return Response(body, media_type=metrics.CONTENT_TYPE)
+    # The header given as is: from the media type alone Litestar adds a second charset to it.
+    content_type = {"content-type": metrics.CONTENT_TYPE}
+    return Response(body, media_type=metrics.CONTENT_TYPE, headers=content_type)
 
 
 ROUTES = [list_service_orders, get_service_order, list_orders, get_order, live, ready, prometheus]

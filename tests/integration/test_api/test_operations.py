@@ -76,6 +76,16 @@ async def test_metrics_count_requests_by_route_and_status_and_show_pool_and_lag(
     assert "orderview_api_redis_up 1.0" in text
 
 
+async def test_metrics_are_served_as_prometheus_text_with_a_well_formed_content_type(client):
+    response = await client.get("/metrics")
+
+    media_type, *parameters = [p.strip() for p in response.headers["content-type"].split(";")]
+    names = [p.partition("=")[0].lower() for p in parameters]
+    assert media_type == "text/plain"
+    assert sorted(names) == ["charset", "version"]  # each once: a scraper refuses duplicates
+    assert "# TYPE orderview_api_requests_total counter" in response.text
+
+
 async def test_the_openapi_schema_documents_both_dialects_parameters_errors_and_bearer(client):
     schema = (await client.get("/schema/openapi.json")).json()
 
