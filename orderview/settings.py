@@ -85,9 +85,30 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         else:
             raw[name] = value
     try:
-        return msgspec.convert(raw, Settings, strict=False)
+        settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise SettingsError(_explain(str(exc), environ)) from None
+    for field in ("database_url", "read_database_url"):
+        _check_url(field, getattr(settings, field), ("postgresql", "postgres"))
+    _check_url("redis_url", settings.redis_url, ("redis", "rediss", "unix"))
+    return settings
+
+
+def _check_url(field: str, url: str | None, schemes: tuple[str, ...]) -> None:
+    """A URL the command would fail to parse later, with a stack trace: stop now instead.
+    The value is not shown (it may hold a password)."""
+    if url is None:
+        return
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in schemes:
+        expected = ", ".join(f"{s}://" for s in schemes)
+        raise SettingsError(f"{_env_name(field)} is malformed: expected a URL starting {expected}")
+    hosts = rest.partition("/")[0].partition("?")[0].rpartition("@")[2]
+    for host in hosts.split(","):  # PostgreSQL DSNs may list several host[:port]
+        port = host.rpartition("]")[2] if host.startswith("[") else host
+        port = port.rpartition(":")[2] if ":" in port else ""
+        if port and not (port.isascii() and port.isdigit() and int(port) <= 65535):
+            raise SettingsError(f"{_env_name(field)} is malformed: port {port!r} is not a number")
 
 
 def _explain(message: str, environ: Mapping[str, str]) -> str:

@@ -223,6 +223,13 @@ async def test_a_value_postgresql_refuses_is_dead_lettered_and_the_rest_of_the_b
         pytest.param("ORDERVIEW_BATCH_SIZE", "0", id="out-of-range"),
         pytest.param("ORDERVIEW_GAP_TIMEOUT", "-1", id="negative-timeout"),
         pytest.param("ORDERVIEW_LOG_LEVEL", "LOUD", id="unknown-level"),
+        pytest.param("ORDERVIEW_DATABASE_URL", "127.0.0.1:5432/test", id="dsn-without-scheme"),
+        pytest.param(
+            "ORDERVIEW_DATABASE_URL", "postgresql://127.0.0.1:port/test", id="dsn-bad-port"
+        ),
+        pytest.param("ORDERVIEW_READ_DATABASE_URL", "mysql://127.0.0.1/test", id="read-dsn-scheme"),
+        pytest.param("ORDERVIEW_REDIS_URL", "127.0.0.1:6379", id="redis-without-scheme"),
+        pytest.param("ORDERVIEW_REDIS_URL", "redis://127.0.0.1:port/0", id="redis-bad-port"),
     ],
 )
 def test_a_malformed_setting_is_named_in_one_line_and_exits_2(subprocess_env, variable, value):
