@@ -7,7 +7,7 @@ rejected before it reaches PostgreSQL. Nothing here does I/O.
 from __future__ import annotations
 
 import zlib
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -53,6 +53,15 @@ def check_rate(value: Decimal, field: str) -> None:
         raise ValueError(f"`{field}` has more than 6 fractional digits: {value}")
 
 
+def check_utc(value: datetime | None | UnsetType, field: str) -> None:
+    """Timestamps are stored in UTC: one whose UTC time is outside years 1-9999 is refused."""
+    if isinstance(value, datetime):
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(f"`{field}` is out of range in UTC: {value.isoformat()}") from None
+
+
 class Item(Struct, frozen=True):
     """An order line as events carry it."""
 
@@ -81,6 +90,7 @@ class OrderCreated(Struct, frozen=True):
     items: list[Item] = []
 
     def __post_init__(self) -> None:
+        check_utc(self.scheduled_at, "scheduled_at")
         ids = [item.id for item in self.items]
         if len(ids) != len(set(ids)):
             raise ValueError("`items` has two items with the same id")
@@ -117,6 +127,9 @@ class DetailsChanged(Struct, frozen=True):
     scheduled_at: Timestamp | None | UnsetType = UNSET
     duration: Minutes | None | UnsetType = UNSET
     notes: LongText | None | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        check_utc(self.scheduled_at, "scheduled_at")
 
 
 class Submitted(Struct, frozen=True):
@@ -184,6 +197,9 @@ class Envelope(Struct, frozen=True):
     seq: Annotated[int, Meta(ge=1, le=MAX_INT64)]
     at: Timestamp
     data: msgspec.Raw
+
+    def __post_init__(self) -> None:
+        check_utc(self.at, "at")
 
 
 class Event(Struct, frozen=True):

@@ -121,6 +121,26 @@ async def test_a_value_with_a_trailing_newline_does_not_match_its_pattern_and_is
     assert [tuple(r) for r in rows] == [("acme", 1, 1, "pending")]
 
 
+@pytest.mark.parametrize(
+    "at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"], ids=["min", "max"]
+)
+async def test_a_timestamp_outside_the_utc_range_is_poison_and_the_projector_keeps_going(
+    settings, pool, redis_client, at
+):
+    lines = [
+        ev("order.created", 1, 1, CREATED, at=at),
+        ev("order.created", 2, 1, {**CREATED, "scheduled_at": at}),
+        ev("order.created", 3, 1, CREATED),
+    ]
+    async with projector(settings) as task:
+        await publish_lines(redis_client, settings, lines)
+        await wait_until_caught_up(redis_client, settings, timeout=10)
+        assert not task.done()
+    dlq = await dead_letters(redis_client, settings.streams[0])
+    assert sorted(d["event"] for d in dlq) == sorted(lines[:2])
+    assert [r[0] for r in await pool.fetch(f"SELECT id FROM {ORDERS}")] == [3]
+
+
 async def test_an_order_created_before_its_participant_shows_the_participant_once_it_arrives(
     settings, pool, redis_client
 ):
