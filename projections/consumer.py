@@ -218,7 +218,7 @@ class StreamConsumer:
             return
         pipe = self.redis.pipeline(transaction=False)
         for entry_id in sorted(publish):
-            fields = {"event": raws[entry_id], "error": dead[entry_id]}
+            fields = {"event": raws[entry_id], "error": _dlq_error(dead[entry_id])}
             pipe.xadd(dlq_key(self.stream), {**fields, "stream": self.stream, "entry_id": entry_id})
         pipe.xack(self.stream, self.options.group, *done)
         await pipe.execute()
@@ -405,6 +405,12 @@ class StreamConsumer:
         if stopping.is_set():
             return None
         return await self.read()
+
+
+def _dlq_error(error: str) -> str:
+    """The `error` of a dead letter: exactly `gap` for a gap (events.md), the reason otherwise.
+    The gap's details stay in the log and in the dead-letter ledger."""
+    return "gap" if error.startswith("gap:") else error
 
 
 def _gap_reason(event: Event, timeout: float) -> str:

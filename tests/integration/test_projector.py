@@ -76,7 +76,13 @@ async def test_a_gap_still_open_after_the_timeout_is_dead_lettered_with_reason_g
     await project(redis_client, settings, lines)
     dlq = await dead_letters(redis_client, settings.streams[0])
     assert [d["event"] for d in dlq] == [lines[1]]
-    assert dlq[0]["error"].startswith("gap:") and dlq[0]["stream"] == settings.streams[0]
+    assert dlq[0] == {
+        "event": lines[1],
+        "error": "gap",
+        "stream": settings.streams[0],
+        "entry_id": dlq[0]["entry_id"],
+    }
+    assert (await redis_client.xrange(settings.streams[0]))[1][0].decode() == dlq[0]["entry_id"]
     assert (await pool.fetchval(f"SELECT seq FROM {ORDERS} WHERE id = 1")) == 1
 
 

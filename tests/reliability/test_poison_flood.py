@@ -89,7 +89,7 @@ KINDS: list[tuple[str, Callable[[int], dict[bytes, bytes]], str]] = [
     ("payment-unknown", _json(lambda n: _data(n, "order.payment_status_changed", 2, payment_status="lost")), "payment_status"),
     ("cancel-reason-10001", _json(lambda n: _data(n, "order.cancelled", 2, reason="r" * 10_001)), "reason"),
     ("participant-no-name", _json(lambda n: _data(n, "participant.upserted", 1)), "participant.upserted"),
-    ("gap-never-filled", _json(lambda n: _data(n, "order.confirmed", 3)), "gap:"),
+    ("gap-never-filled", _json(lambda n: _data(n, "order.confirmed", 3)), "gap"),
 ]  # fmt: skip
 
 
