@@ -243,6 +243,8 @@ def decode_event(raw: bytes | str | None) -> Event:
         raise PoisonEvent(f"invalid envelope: {exc}") from None
     except msgspec.DecodeError as exc:
         raise PoisonEvent(f"not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:  # msgspec's error for bad UTF-8 inside a string
+        raise PoisonEvent(f"not valid UTF-8 JSON: {exc}") from None
     decoder = _payload_decoders.get(env.type)
     try:
         if decoder is None:
@@ -252,6 +254,8 @@ def decode_event(raw: bytes | str | None) -> Event:
             data = decoder.decode(env.data)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise PoisonEvent(f"invalid data for {env.type}: {_in_data(exc)}") from None
+    except UnicodeDecodeError as exc:
+        raise PoisonEvent(f"invalid data for {env.type}: not valid UTF-8: {exc}") from None
     return Event(env.id, env.type, env.tenant, env.aggregate_id, env.seq, env.at, data)
 
 

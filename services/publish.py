@@ -33,7 +33,7 @@ def route(streams: tuple[str, ...], line: bytes) -> str:
     """The stream of one JSON line; lines that cannot be routed go to the first stream."""
     try:
         r = _route.decode(line)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
         return streams[0]  # valid JSON, invalid envelope: the projector will dead-letter it
     return stream_for(streams, r.tenant, r.type.partition(".")[0], r.aggregate_id)
 
@@ -47,7 +47,7 @@ def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 continue
             try:
                 msgspec.json.decode(line)
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # bad UTF-8 in a string
                 log.warning("line is not JSON, skipped", extra={"line": number, "error": str(exc)})
                 print(f"{path}:{number}: not JSON, skipped ({exc})", file=sys.stderr)
                 continue

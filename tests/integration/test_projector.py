@@ -147,6 +147,23 @@ async def test_a_timestamp_outside_the_utc_range_is_poison_and_the_projector_kee
     assert [r[0] for r in await pool.fetch(f"SELECT id FROM {ORDERS}")] == [3]
 
 
+@pytest.mark.parametrize("where", ["envelope", "data"])
+async def test_invalid_utf8_inside_a_json_string_is_poison_and_the_projector_keeps_going(
+    settings, pool, redis_client, where
+):
+    bad = ev("participant.upserted", 7, 1, {"name": "Ann"}).encode()
+    bad = bad.replace(b'"Ann"', b'"A\xffnn"') if where == "data" else bad.replace(b"acme", b"a\xc3")
+    lines = [bad, ev("order.created", 1, 1, CREATED)]
+    async with projector(settings) as task:
+        await publish_lines(redis_client, settings, lines)
+        await wait_until_caught_up(redis_client, settings, timeout=10)
+        assert not task.done()
+    entries = await redis_client.xrange(settings.streams[0] + ":dlq")
+    assert [f[b"event"] for _, f in entries] == [bad]
+    assert b"UTF-8" in entries[0][1][b"error"]
+    assert [r[0] for r in await pool.fetch(f"SELECT id FROM {ORDERS}")] == [1]
+
+
 async def test_an_order_created_before_its_participant_shows_the_participant_once_it_arrives(
     settings, pool, redis_client
 ):
@@ -279,12 +296,18 @@ def test_publish_reports_lines_that_are_not_json_with_their_number_and_skips_the
 ):
 
     path = tmp_path / "events.jsonl"
-    path.write_text(
-        ev("order.created", 1, 1, CREATED) + "\n{oops\n" + ev("order.confirmed", 1, 2) + "\n"
+    bad_utf8 = ev("participant.upserted", 7, 1, {"name": "Ann"}).encode().replace(b"Ann", b"\xff")
+    path.write_bytes(
+        ev("order.created", 1, 1, CREATED).encode()
+        + b"\n{oops\n"
+        + bad_utf8
+        + b"\n"
+        + ev("order.confirmed", 1, 2).encode()
+        + b"\n"
     )
     proc = run_orderview(subprocess_env, "publish", str(path))
     assert proc.returncode == 0, proc.stderr
-    assert f"{path}:2: not JSON" in proc.stderr
+    assert f"{path}:2: not JSON" in proc.stderr and f"{path}:3: not JSON" in proc.stderr
     assert proc.stdout.strip().endswith("published 2 event(s)")
 
 
