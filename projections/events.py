@@ -228,6 +228,9 @@ class PoisonEvent(Exception):
     """An entry that breaks the contract; its message is the reason for the dead letter."""
 
 
+# msgspec raises RecursionError (not DecodeError) for JSON nested deeper than it can decode.
+TOO_DEEP = "JSON nested too deeply to decode"
+
 _envelope = msgspec.json.Decoder(Envelope)
 _payload_decoders = {name: msgspec.json.Decoder(t) for name, t in PAYLOADS.items()}
 _object = msgspec.json.Decoder(dict)
@@ -245,6 +248,8 @@ def decode_event(raw: bytes | str | None) -> Event:
         raise PoisonEvent(f"not valid JSON: {exc}") from None
     except UnicodeDecodeError as exc:  # msgspec's error for bad UTF-8 inside a string
         raise PoisonEvent(f"not valid UTF-8 JSON: {exc}") from None
+    except RecursionError:
+        raise PoisonEvent(TOO_DEEP) from None
     decoder = _payload_decoders.get(env.type)
     try:
         if decoder is None:
@@ -256,6 +261,8 @@ def decode_event(raw: bytes | str | None) -> Event:
         raise PoisonEvent(f"invalid data for {env.type}: {_in_data(exc)}") from None
     except UnicodeDecodeError as exc:
         raise PoisonEvent(f"invalid data for {env.type}: not valid UTF-8: {exc}") from None
+    except RecursionError:
+        raise PoisonEvent(f"invalid data for {env.type}: {TOO_DEEP}") from None
     return Event(env.id, env.type, env.tenant, env.aggregate_id, env.seq, env.at, data)
 
 

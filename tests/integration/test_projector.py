@@ -164,6 +164,25 @@ async def test_invalid_utf8_inside_a_json_string_is_poison_and_the_projector_kee
     assert [r[0] for r in await pool.fetch(f"SELECT id FROM {ORDERS}")] == [1]
 
 
+async def test_json_nested_too_deeply_to_decode_is_poison_and_the_projector_keeps_going(
+    settings, pool, redis_client
+):
+    deep = "[" * 5000 + "]" * 5000
+    lines = [
+        ev("order.created", 1, 1, CREATED)[:-1] + f', "extra": {deep}}}',
+        ev("order.created", 2, 1, {**CREATED, "extra": "X"}).replace('"X"', deep),
+        ev("order.created", 3, 1, CREATED),
+    ]
+    async with projector(settings) as task:
+        await publish_lines(redis_client, settings, lines)
+        await wait_until_caught_up(redis_client, settings, timeout=10)
+        assert not task.done()
+    dlq = await dead_letters(redis_client, settings.streams[0])
+    assert sorted(d["event"] for d in dlq) == sorted(lines[:2])
+    assert all("nested too deeply" in d["error"] for d in dlq)
+    assert [r[0] for r in await pool.fetch(f"SELECT id FROM {ORDERS}")] == [3]
+
+
 async def test_an_order_created_before_its_participant_shows_the_participant_once_it_arrives(
     settings, pool, redis_client
 ):
@@ -304,11 +323,15 @@ def test_publish_reports_lines_that_are_not_json_with_their_number_and_skips_the
         + b"\n"
         + ev("order.confirmed", 1, 2).encode()
         + b"\n"
+        + b"[" * 5000
+        + b"]" * 5000
+        + b"\n"
     )
     proc = run_orderview(subprocess_env, "publish", str(path))
     assert proc.returncode == 0, proc.stderr
     assert f"{path}:2: not JSON" in proc.stderr and f"{path}:3: not JSON" in proc.stderr
-    assert proc.stdout.strip().endswith("published 2 event(s)")
+    # Too deep to check: published for the projector to dead-letter.
+    assert proc.stdout.strip().endswith("published 3 event(s)")
 
 
 def test_logs_are_one_json_object_a_line_off_a_terminal(subprocess_env, tmp_path):
