@@ -41,6 +41,19 @@ TRANSIENT = (
 )
 
 
+def refused(exc: BaseException) -> bool:
+    """Whether a batch failed on its own content rather than on a connection: PostgreSQL refused
+    it (an index entry too wide, a constraint), or folding or rendering one of its events raised
+    (a defect met by an event that validation let through). Such a batch is applied again event
+    by event, and an event that fails alone is dead-lettered: one entry never stops the projector
+    in a crash loop."""
+    return (
+        isinstance(exc, Exception)
+        and not isinstance(exc, TRANSIENT)
+        and not isinstance(exc, redis.exceptions.RedisError)
+    )
+
+
 RETRY_MS = 200
 # A dead letter leased by a consumer that died before publishing it is taken over after this long
 # by another consumer (at once by a consumer restarted under the same name).
@@ -288,18 +301,21 @@ class StreamConsumer:
             )
 
     async def process_singly(self, batch: Batch) -> None:
-        """Fallback after a data error PostgreSQL refused: one event a transaction, refusals DLQ'd."""
+        """Fallback after a refused batch (see `refused`): one event a transaction; an event that
+        fails alone is dead-lettered."""
         for entry_id, event in sorted(batch.events.items(), key=lambda kv: kv[1].seq):
             single = Batch({entry_id: event}, {entry_id: batch.raws[entry_id]})
             try:
                 await self.process(single)
-            except asyncpg.PostgresError as exc:
-                if isinstance(exc, TRANSIENT):
+            except Exception as exc:
+                if not refused(exc):
                     raise
-                refused = Batch(
-                    poison={entry_id: (batch.raws[entry_id], f"refused by database: {exc}")}
-                )
-                await self.process(refused)
+                if isinstance(exc, asyncpg.PostgresError):
+                    reason = f"refused by database: {exc}"
+                else:  # a defect: the event passed validation but could not be folded or rendered
+                    log.exception("event could not be applied", extra={"entry_id": entry_id})
+                    reason = f"could not be applied: {exc!r}"
+                await self.process(Batch(poison={entry_id: (batch.raws[entry_id], reason)}))
         if batch.poison:
             await self.process(Batch(poison=batch.poison))
 
@@ -360,8 +376,8 @@ class StreamConsumer:
             outcomes = await asyncio.gather(*(f.task for f in flights), return_exceptions=True)
             backlog.extend(f.batch for f, o in zip(flights, outcomes, strict=True) if o is not None)
             self._in_flight.clear()
-            if isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, TRANSIENT):
-                return  # refused: _apply_alone tries it again, then event by event
+            if refused(exc):
+                return  # _apply_alone tries it again, then event by event
             raise
 
     async def _land(self, flights: deque[Flight]) -> None:
@@ -379,10 +395,10 @@ class StreamConsumer:
         """Apply a batch outside the pipeline; a batch PostgreSQL refuses, event by event."""
         try:
             await self._timed(batch)
-        except asyncpg.PostgresError as exc:
-            if isinstance(exc, TRANSIENT):
+        except Exception as exc:
+            if not refused(exc):
                 raise
-            log.warning("batch refused, applying one by one", extra={"error": str(exc)})
+            log.warning("batch refused, applying one by one", extra={"error": repr(exc)})
             await self.process_singly(batch)
         await self.update_lag()
 
