@@ -42,8 +42,13 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """Release without the reset query (asyncpg has already ended any open transaction)."""
 
 
-def create_redis(url: str) -> redis.Redis:
-    """A Redis client returning bytes; connections open lazily and reconnect on demand."""
+def create_redis(url: str, name: str | None = None) -> redis.Redis:
+    """A Redis client returning bytes; connections open lazily and reconnect on demand. `name`
+    is what CLIENT LIST shows for its connections (spaces, which Redis refuses, become `_`)."""
     return redis.from_url(
-        url, decode_responses=False, socket_keepalive=True, health_check_interval=15
+        url,
+        decode_responses=False,
+        socket_keepalive=True,
+        health_check_interval=15,
+        client_name=name.replace(" ", "_") if name else None,
     )

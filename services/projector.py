@@ -39,8 +39,8 @@ async def run_projector(settings: Settings, stopping: asyncio.Event | None = Non
     pool = await create_pool(
         settings.require("database_url"), name="projector", max_size=2 * len(settings.streams) + 1
     )
-    client = create_redis(settings.require("redis_url"))
     options = options_from(settings)
+    client = create_redis(settings.require("redis_url"), f"orderview-projector:{options.consumer}")
     consumers = [StreamConsumer(client, pool, s, options) for s in settings.streams]
     log.info(
         "projector started",
