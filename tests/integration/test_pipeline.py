@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import pytest
 
@@ -88,6 +89,39 @@ async def test_a_refused_batch_in_flight_is_applied_event_by_event_and_the_next_
     assert [d["event"] for d in dlq] == [lines[1]]
 
 
+async def test_an_event_that_breaks_the_fold_is_dead_lettered_and_the_projector_goes_on(
+    env, pool, redis_client, monkeypatch
+):
+    """A defect met by an event that validation let through (here: rendering order 5 raises)
+    must not stop the projector in a crash loop: that event is dead-lettered, the rest applied."""
+    import projections.writer
+
+    real = projections.writer.render_order
+
+    def render_order(state):
+        if state.id == 5:
+            raise ArithmeticError("a defect in rendering")
+        return real(state)
+
+    monkeypatch.setattr(projections.writer, "render_order", render_order)
+    settings = load_settings({**env, "ORDERVIEW_BATCH_SIZE": "3"})
+    lines = [
+        line(4, 1, "order.created", CREATED),
+        line(5, 1, "order.created", CREATED),
+        line(4, 2),
+        line(6, 1, "order.created", CREATED),
+        line(6, 2),
+        line(4, 3, "order.confirmed"),
+    ]
+    await project(redis_client, settings, lines)
+
+    assert await stored(pool) == {4: (3, "confirmed"), 6: (2, "pending")}
+    dlq = await dead_letters(redis_client, settings.streams[0])
+    assert [(d["event"], d["error"]) for d in dlq] == [
+        (lines[1], "could not be applied: ArithmeticError('a defect in rendering')")
+    ]
+
+
 async def test_a_restarted_consumer_applies_its_own_pending_entries_once_in_small_batches(
     env, pool, redis_client
 ):
@@ -116,12 +150,16 @@ async def test_an_entry_delivered_to_the_read_in_flight_when_a_stop_comes_is_app
     env, pool, redis_client
 ):
     """A stop never cancels a blocking read: entries it was handed would stay pending, unapplied."""
-    settings = load_settings({**env, "ORDERVIEW_BLOCK_MS": "3000"})
+    settings = load_settings(
+        {**env, "ORDERVIEW_BLOCK_MS": "3000", "ORDERVIEW_CONSUMER_NAME": f"stop-{os.getpid()}"}
+    )
     stream = settings.streams[0]
     stopping = asyncio.Event()
     task = asyncio.create_task(run_projector(settings, stopping))
+    mine = f"orderview-projector:{settings.consumer}"  # not another run's projector on this Redis
     for _ in range(1000):  # until the consumer is blocked in XREADGROUP on the empty stream
-        if any(c.get("cmd") == "xreadgroup" for c in await redis_client.client_list()):
+        clients = await redis_client.client_list()
+        if any(c.get("name") == mine and c.get("cmd") == "xreadgroup" for c in clients):
             break
         await asyncio.sleep(0.01)
     stopping.set()
