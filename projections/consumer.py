@@ -376,8 +376,8 @@ class StreamConsumer:
             outcomes = await asyncio.gather(*(f.task for f in flights), return_exceptions=True)
             backlog.extend(f.batch for f, o in zip(flights, outcomes, strict=True) if o is not None)
             self._in_flight.clear()
-            if refused(exc):
-                return  # _apply_alone tries it again, then event by event
+            if refused(exc) and any(o is exc for o in outcomes):
+                return  # a batch failed on its content: _apply_alone tries it again, then singly
             raise
 
     async def _land(self, flights: deque[Flight]) -> None:

@@ -122,6 +122,23 @@ async def test_an_event_that_breaks_the_fold_is_dead_lettered_and_the_projector_
     ]
 
 
+async def test_a_defect_in_reading_stops_the_projector_with_its_error_instead_of_spinning(
+    env, redis_client, monkeypatch
+):
+    """Only a batch's own failure is dead-lettered event by event; a defect outside applying
+    (here: in decoding entries) is not an entry's fault and stops the process, visibly."""
+    import projections.consumer
+
+    def decode_entries(entries):
+        raise LookupError("a defect in reading")
+
+    monkeypatch.setattr(projections.consumer, "decode_entries", decode_entries)
+    settings = load_settings(env)
+    await publish_lines(redis_client, settings, [line(4, 1, "order.created", CREATED)])
+    with pytest.raises(LookupError, match="a defect in reading"):
+        await asyncio.wait_for(run_projector(settings, asyncio.Event()), 10)
+
+
 async def test_a_restarted_consumer_applies_its_own_pending_entries_once_in_small_batches(
     env, pool, redis_client
 ):
