@@ -34,6 +34,18 @@ def entry(agg: int, seq: int, type_: str = "order.submitted", data: dict | None 
     return (f"{agg}-{seq}".encode(), decode_event(line(agg, seq, type_, data).encode()))
 
 
+def three_orders(second: dict = CREATED) -> list[str]:
+    """Orders 4, 5 (created with `second`) and 6, interleaved: 4 ends confirmed, 6 pending."""
+    return [
+        line(4, 1, "order.created", CREATED),
+        line(5, 1, "order.created", second),
+        line(4, 2),
+        line(6, 1, "order.created", CREATED),
+        line(6, 2),
+        line(4, 3, "order.confirmed"),
+    ]
+
+
 async def stored(pool) -> dict[int, tuple[int, str]]:
     rows = await pool.fetch(f"SELECT id, seq, status FROM {ORDERS} WHERE tenant = 'pipe'")
     return {r["id"]: (r["seq"], r["status"]) for r in rows}
@@ -74,14 +86,7 @@ async def test_a_refused_batch_in_flight_is_applied_event_by_event_and_the_next_
     env, pool, redis_client
 ):
     settings = load_settings({**env, "ORDERVIEW_BATCH_SIZE": "2"})
-    lines = [
-        line(4, 1, "order.created", CREATED),
-        line(5, 1, "order.created", WIDE),
-        line(4, 2),
-        line(6, 1, "order.created", CREATED),
-        line(6, 2),
-        line(4, 3, "order.confirmed"),
-    ]
+    lines = three_orders(second=WIDE)
     await project(redis_client, settings, lines)
 
     assert await stored(pool) == {4: (3, "confirmed"), 6: (2, "pending")}
@@ -105,14 +110,7 @@ async def test_an_event_that_breaks_the_fold_is_dead_lettered_and_the_projector_
 
     monkeypatch.setattr(projections.writer, "render_order", render_order)
     settings = load_settings({**env, "ORDERVIEW_BATCH_SIZE": "3"})
-    lines = [
-        line(4, 1, "order.created", CREATED),
-        line(5, 1, "order.created", CREATED),
-        line(4, 2),
-        line(6, 1, "order.created", CREATED),
-        line(6, 2),
-        line(4, 3, "order.confirmed"),
-    ]
+    lines = three_orders()
     await project(redis_client, settings, lines)
 
     assert await stored(pool) == {4: (3, "confirmed"), 6: (2, "pending")}

@@ -127,6 +127,14 @@ async def test_a_value_with_a_trailing_newline_does_not_match_its_pattern_and_is
     assert [tuple(r) for r in rows] == [("acme", 1, 1, "pending")]
 
 
+async def project_keeping_on(redis_client, settings, lines) -> None:
+    """Project lines with poison among them; the projector must still be running after them."""
+    async with projector(settings) as task:
+        await publish_lines(redis_client, settings, lines)
+        await wait_until_caught_up(redis_client, settings, timeout=10)
+        assert not task.done()
+
+
 @pytest.mark.parametrize(
     "at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"], ids=["min", "max"]
 )
@@ -138,10 +146,7 @@ async def test_a_timestamp_outside_the_utc_range_is_poison_and_the_projector_kee
         ev("order.created", 2, 1, {**CREATED, "scheduled_at": at}),
         ev("order.created", 3, 1, CREATED),
     ]
-    async with projector(settings) as task:
-        await publish_lines(redis_client, settings, lines)
-        await wait_until_caught_up(redis_client, settings, timeout=10)
-        assert not task.done()
+    await project_keeping_on(redis_client, settings, lines)
     dlq = await dead_letters(redis_client, settings.streams[0])
     assert sorted(d["event"] for d in dlq) == sorted(lines[:2])
     assert [r[0] for r in await pool.fetch(f"SELECT id FROM {ORDERS}")] == [3]
@@ -154,10 +159,7 @@ async def test_invalid_utf8_inside_a_json_string_is_poison_and_the_projector_kee
     bad = ev("participant.upserted", 7, 1, {"name": "Ann"}).encode()
     bad = bad.replace(b'"Ann"', b'"A\xffnn"') if where == "data" else bad.replace(b"acme", b"a\xc3")
     lines = [bad, ev("order.created", 1, 1, CREATED)]
-    async with projector(settings) as task:
-        await publish_lines(redis_client, settings, lines)
-        await wait_until_caught_up(redis_client, settings, timeout=10)
-        assert not task.done()
+    await project_keeping_on(redis_client, settings, lines)
     entries = await redis_client.xrange(settings.streams[0] + ":dlq")
     assert [f[b"event"] for _, f in entries] == [bad]
     assert b"UTF-8" in entries[0][1][b"error"]
@@ -173,10 +175,7 @@ async def test_json_nested_too_deeply_to_decode_is_poison_and_the_projector_keep
         ev("order.created", 2, 1, {**CREATED, "extra": "X"}).replace('"X"', deep),
         ev("order.created", 3, 1, CREATED),
     ]
-    async with projector(settings) as task:
-        await publish_lines(redis_client, settings, lines)
-        await wait_until_caught_up(redis_client, settings, timeout=10)
-        assert not task.done()
+    await project_keeping_on(redis_client, settings, lines)
     dlq = await dead_letters(redis_client, settings.streams[0])
     assert sorted(d["event"] for d in dlq) == sorted(lines[:2])
     assert all("nested too deeply" in d["error"] for d in dlq)
