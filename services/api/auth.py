@@ -22,6 +22,7 @@ from prometheus_client import Counter
 from projections.tables import API_KEYS, TENANT_FEATURES
 
 SCOPES = ("service_orders", "orders:read")
+FEATURES = ("service_orders",)  # the tenant features some endpoint checks
 TENANT_KEY = "orderview.tenant"
 _BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9._~+/=-]{1,256})")
 _LOOKUP = f"""
@@ -108,7 +109,7 @@ class Access(Struct, frozen=True):
     feature: str | None = None
 
 
-SERVICE_ORDERS = Access("service_orders", feature="service_orders")
+SERVICE_ORDERS = Access("service_orders", feature=FEATURES[0])
 ORDERS = Access("orders:read")
 
 

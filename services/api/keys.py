@@ -12,7 +12,7 @@ import asyncpg
 
 from orderview.settings import Settings, SettingsError
 from projections.tables import API_KEYS, TENANT_FEATURES
-from services.api.auth import SCOPES, hash_key
+from services.api.auth import FEATURES, SCOPES, hash_key
 
 _TENANT = re.compile(r"[a-z0-9_-]{1,64}")
 _FEATURE = re.compile(r"[a-z0-9_:.-]{1,64}")
@@ -114,4 +114,10 @@ def features_command(settings: Settings, args: argparse.Namespace) -> int:
 
     asyncio.run(main())
     print(f"{args.action}d {args.feature} for tenant {tenant}")
+    if args.feature not in FEATURES:  # stored all the same: a later version may check it
+        print(
+            f"orderview: note: no endpoint of this version checks {args.feature!r} "
+            f"(those checked: {', '.join(FEATURES)})",
+            file=sys.stderr,
+        )
     return 0

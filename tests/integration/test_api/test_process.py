@@ -102,6 +102,17 @@ def test_key_commands_refuse_bad_input_with_one_line(process_env, args):
     assert "Traceback" not in result.stderr
 
 
+def test_enabling_a_feature_no_endpoint_checks_says_so(process_env):
+    """A typo (service-orders) is stored, as a later version may know it, but not silently."""
+    typo = _cli(process_env, "features", "enable", "--tenant", "acme", "service-orders")
+    known = _cli(process_env, "features", "enable", "--tenant", "acme", "service_orders")
+
+    assert typo.returncode == 0 and known.returncode == 0
+    assert "no endpoint of this version checks 'service-orders'" in typo.stderr
+    assert "service_orders" in typo.stderr.splitlines()[-1]
+    assert known.stderr == ""
+
+
 def _service_orders_key(env: dict[str, str]) -> str:
     created = _cli(env, "keys", "create", "--tenant", "acme", "--scopes",
                    "service_orders,orders:read")  # fmt: skip
