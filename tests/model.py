@@ -68,6 +68,17 @@ def _created(e: dict) -> dict:
     }  # fmt: skip
 
 
+DETAILS = (
+    "order_number",
+    "event_key",
+    "participant_id",
+    "location_id",
+    "scheduled_at",
+    "duration",
+    "notes",
+)
+
+
 def _apply(order: dict, e: dict) -> None:
     d, t, at = e["data"], e["type"], _ts(e["at"])
     if t == "order.item_added":
@@ -78,7 +89,8 @@ def _apply(order: dict, e: dict) -> None:
         order["items"].pop(d["item_id"], None)
     elif t == "order.details_changed":
         for k, v in d.items():
-            order[k] = _ts(v) if k == "scheduled_at" and v else v
+            if k in DETAILS:  # unknown keys are ignored
+                order[k] = _ts(v) if k == "scheduled_at" and v else v
     elif t == "order.submitted":
         order.update(status="pending", submitted_at=at)
         if d.get("order_number") is not None:
