@@ -140,32 +140,31 @@ def served(value):
     """A served JSON value (decoded with parse_float=Decimal) in the rendering's terms: numbers
     by value, RFC 3339 UTC `Z` timestamps as datetimes; anything else (a number in a string, a
     timestamp with an offset, a boolean) stays as it is and so differs."""
-    if isinstance(value, dict):
-        return {k: served(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [served(v) for v in value]
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int | Decimal):
-        return _Number(value)
+    return _comparable(value, _served_leaf)
+
+
+def rendered(value):
+    """A rendered document in the same terms as `served`."""
+    return _comparable(value, lambda v: v.astimezone(UTC) if isinstance(v, datetime) else v)
+
+
+def _served_leaf(value):
     if isinstance(value, str) and _UTC_STAMP.fullmatch(value):
         return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
     return value
 
 
-def rendered(value):
-    """A rendered document in the same terms as `served`."""
+def _comparable(value, leaf):
+    """Walk a document: numbers compared by value, other scalars through `leaf`."""
     if isinstance(value, dict):
-        return {k: rendered(v) for k, v in value.items()}
+        return {k: _comparable(v, leaf) for k, v in value.items()}
     if isinstance(value, list):
-        return [rendered(v) for v in value]
+        return [_comparable(v, leaf) for v in value]
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int | Decimal):
         return _Number(value)
-    if isinstance(value, datetime):
-        return value.astimezone(UTC)
-    return value
+    return leaf(value)
 
 
 class _Number:
