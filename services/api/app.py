@@ -48,7 +48,7 @@ def create_app(settings: Settings) -> Edge:
             await asyncio.wait_for(pool.close(), 10)
 
     app = Litestar(
-        route_handlers=handlers.ROUTES,
+        route_handlers=[*handlers.ROUTES, openapi.docs_assets()],
         lifespan=[lifespan],
         exception_handlers=errors.HANDLERS,  # type: ignore[arg-type]
         openapi_config=openapi.openapi_config(),

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from html.parser import HTMLParser
+from urllib.parse import urlsplit
 
 import httpx
+import pytest
 
 from orderview.settings import load_settings
 from services.api.app import create_app
@@ -104,5 +108,31 @@ async def test_the_openapi_schema_documents_both_dialects_parameters_errors_and_
     assert v1["security"] == [{"bearer": []}]
     assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert "/api/v1/service-orders/{order_id}" in paths and "/v1/orders/{order_id}" in paths
-    page = await client.get("/schema")
-    assert page.status_code == 200 and "<html" in page.text.lower()
+
+
+class _Links(HTMLParser):
+    """Every URL a page makes the browser load: src and href attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.urls += [value for name, value in attrs if name in ("src", "href") and value]
+
+
+@pytest.mark.parametrize("page", ["/schema", "/schema/swagger"])
+async def test_the_docs_page_loads_only_same_origin_assets_that_answer_200(client, page):
+    response = await client.get(page)
+    assert response.status_code == 200 and "<html" in response.text.lower()
+    links = _Links()
+    links.feed(response.text)
+    assert len(links.urls) >= 3, links.urls  # the bundle, the preset and the stylesheet
+    for url in links.urls:
+        assert urlsplit(url).netloc == "" and url.startswith("/"), url
+        asset = await client.get(url)
+        assert asset.status_code == 200, url
+        assert len(asset.content) > 100, url
+        # Styles must not pull fonts or images from elsewhere either.
+        for ref in re.findall(r"url\(([^)]*)\)", asset.text if url.endswith(".css") else ""):
+            assert not re.match(r"['\"]?(https?:)?//", ref), (url, ref)
