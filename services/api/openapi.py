@@ -7,6 +7,7 @@ naming it), so the parameters are declared here and added to each operation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +19,6 @@ from litestar.openapi.spec import Components, Operation, Parameter, Schema, Secu
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.plugins import OpenAPISchemaPlugin
 from litestar.static_files import create_static_files_router
-from swagger_ui_bundle import swagger_ui_path
 
 from services.api import schemas
 from services.api.queries import DEFAULT_LIMIT, INCLUDES, MAX_LIMIT, SORTS, STATUSES, TYPES
@@ -190,8 +190,9 @@ def openapi_config() -> OpenAPIConfig:
     )
 
 
-# Swagger UI's scripts and styles, served by the process itself from the `swagger-ui-bundle`
-# package (Apache-2.0, its licence ships in the wheel): the page works without internet access.
+# Swagger UI's scripts and styles, served by the process itself from the files the `swagger-ui-py`
+# package ships (Swagger UI 5, which reads OpenAPI 3.1; Apache-2.0, its LICENSE beside them): the
+# page works without internet access.
 ASSETS = "/schema/assets"
 
 
@@ -209,7 +210,8 @@ def docs_assets() -> Router:
     """The docs page's scripts, styles and icon, same-origin (no CDN)."""
     return create_static_files_router(
         path=ASSETS,
-        directories=[swagger_ui_path],  # type: ignore[list-item]
+        directories=[resources.files("swagger_ui") / "static"],  # type: ignore[list-item]
         name="docs-assets",
-        cache_control=CacheControlHeader(max_age=86400, public=True),
+        # Revalidated each time: after an upgrade a browser must not mix old and new files.
+        cache_control=CacheControlHeader(no_cache=True),
     )
