@@ -7,8 +7,8 @@ naming it), so the parameters are declared here and added to each operation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from decimal import Decimal
+from importlib import resources
 from typing import Any
 
 from litestar import Router
