@@ -48,6 +48,7 @@ class Settings(
     key_cache_seconds: Annotated[float, msgspec.Meta(ge=0, le=5)] = 2.0
     pool_min_size: Annotated[int, msgspec.Meta(ge=0)] = 2
     pool_max_size: Positive = 10
+    cache_mb: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 32  # 0: no document cache
     log_level: Annotated[str, msgspec.Meta(pattern="^(DEBUG|INFO|WARNING|ERROR)$")] = "INFO"
 
     @property

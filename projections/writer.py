@@ -23,6 +23,7 @@ import msgspec
 from projections.documents import render_order, render_participant
 from projections.events import Event
 from projections.fold import OrderState, ParticipantState, Plan, plan_batch
+from projections.invalidation import messages, notify
 from projections.tables import DEAD_LETTERS, ORDERS, PARTICIPANTS
 
 log = logging.getLogger("orderview.writer")
@@ -241,6 +242,8 @@ async def write_plan(conn: asyncpg.Connection, plan: Plan, rows: Rows | None = N
         await conn.execute(_FAN_OUT, *_columns(plan.participants.keys(), 2))
     if rows.orders:
         await conn.execute(_UPSERT_ORDERS, *_columns(rows.orders, len(_ORDER_COLUMNS)))
+    # The API processes' caches learn of it if and only if this transaction commits.
+    await notify(conn, messages(plan))
 
 
 async def lock_participants(conn: asyncpg.Connection, plan: Plan) -> None:

@@ -15,8 +15,10 @@ from orderview.db import create_pool, create_redis
 from orderview.settings import Settings
 from services.api import errors, handlers, openapi
 from services.api.auth import KeyCache
+from services.api.cache import DocumentCache
 from services.api.direct import Direct
 from services.api.edge import Drain, Edge
+from services.api.listener import Listener
 
 log = logging.getLogger("orderview.api")
 
@@ -33,8 +35,12 @@ def create_app(settings: Settings) -> Edge:
                                  max_size=settings.pool_max_size, read_only=True)  # fmt: skip
         warm = asyncio.create_task(_warm(pool, settings.pool_min_size))
         client = create_redis(settings.redis_url) if settings.redis_url else None
+        cache, feed = document_cache(settings)
         app.state.update(
-            pool=pool, redis=client, key_cache=KeyCache(pool, settings.key_cache_seconds)
+            pool=pool,
+            redis=client,
+            key_cache=KeyCache(pool, settings.key_cache_seconds),
+            cache=cache,
         )
         # What exists now (modules, routes, the OpenAPI model) lives as long as the process: keep
         # it out of every later collection, whose full passes otherwise stall requests ~30 ms.
@@ -43,6 +49,8 @@ def create_app(settings: Settings) -> Edge:
             yield
         finally:
             warm.cancel()
+            if feed is not None:
+                feed.cancel()
             if client is not None:
                 await client.aclose()
             await asyncio.wait_for(pool.close(), 10)
@@ -57,6 +65,23 @@ def create_app(settings: Settings) -> Edge:
         logging_config=None,
     )
     return Edge(app, drain, Direct(app.state))
+
+
+def document_cache(settings: Settings) -> tuple[DocumentCache | None, asyncio.Task | None]:
+    """The process's document cache and the task that keeps it true, or none: off when
+    ORDERVIEW_CACHE_MB is 0, and when the API reads from a replica (a hot standby cannot LISTEN,
+    and a notification from the primary may arrive before the replica has replayed its commit)."""
+    if settings.cache_mb == 0:
+        log.info("document cache off", extra={"reason": "ORDERVIEW_CACHE_MB=0"})
+        return None, None
+    if settings.read_url != settings.database_url:
+        log.info(
+            "document cache off",
+            extra={"reason": "ORDERVIEW_READ_DATABASE_URL differs from ORDERVIEW_DATABASE_URL"},
+        )
+        return None, None
+    cache = DocumentCache(settings.cache_mb * 1024 * 1024)
+    return cache, asyncio.create_task(Listener(settings.read_url, cache).run())
 
 
 async def _warm(pool, size: int) -> None:

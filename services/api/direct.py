@@ -18,6 +18,7 @@ from litestar.types import Scope, Send
 
 from services.api import errors, routes
 from services.api.auth import tenant_of
+from services.api.cache import for_request
 from services.api.read import Call
 
 _JSON = (b"content-type", b"application/json")
@@ -62,7 +63,8 @@ class Direct:
         try:
             tenant = await tenant_of(state.key_cache, scope["headers"], route.access)
             params = _params(scope["query_string"])
-            call = Call(state.pool, state.secret, tenant, params, rid, order_id)
+            cache = for_request(state.cache, scope["headers"])
+            call = Call(state.pool, state.secret, tenant, params, rid, order_id, cache)
             status, body = 200, await route.answer(call)
         except Exception as exc:  # every exception has its problem, as in Litestar's handlers
             problem = errors.problem_of(exc, scope["path"])

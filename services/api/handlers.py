@@ -9,6 +9,7 @@ from litestar.params import FromPath
 
 from services.api import metrics, openapi, routes, schemas
 from services.api.auth import TENANT_KEY, authorize
+from services.api.cache import for_request
 from services.api.edge import REQUEST_ID
 from services.api.read import Call
 
@@ -35,7 +36,10 @@ async def _answer(request: Request, order_id: str = "") -> Response:
     scope, state = request.scope, request.app.state
     route: routes.Route = request.route_handler.opt["route"]
     params = request.query_params.dict()
-    call = Call(state.pool, state.secret, scope[TENANT_KEY], params, scope[REQUEST_ID], order_id)  # type: ignore[misc]
+    cache = for_request(state.cache, scope["headers"])
+    call = Call(
+        state.pool, state.secret, scope[TENANT_KEY], params, scope[REQUEST_ID], order_id, cache
+    )  # type: ignore[misc]
     return _json(await route.answer(call))
 
 
@@ -110,6 +114,7 @@ async def ready(request: Request) -> Response[dict[str, str]]:
 async def prometheus(request: Request) -> Response[str]:
     state = request.app.state
     settings = state.settings
+    metrics.cache_gauges(state.cache)
     body = await metrics.render(state.pool, state.redis, settings.streams, settings.consumer_group)
     # The header given as is: from the media type alone Litestar adds a second charset to it.
     content_type = {"content-type": metrics.CONTENT_TYPE}

@@ -10,6 +10,7 @@ import redis.asyncio as redis
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from projections.metrics import LAG, PENDING
+from services.api.cache import DocumentCache
 
 log = logging.getLogger("orderview.api")
 
@@ -24,6 +25,16 @@ LATENCY = Histogram(
 )
 POOL = Gauge("orderview_api_pool_connections", "API connection pool", ["state"])
 REDIS_UP = Gauge("orderview_api_redis_up", "1 when the last XINFO GROUPS of the streams answered")
+CACHE_HITS = Counter("orderview_api_cache_hits_total", "Gets answered from the document cache")
+CACHE_MISSES = Counter(
+    "orderview_api_cache_misses_total", "Gets the document cache could have answered but did not"
+)
+CACHE_BYTES = Gauge("orderview_api_cache_bytes", "Document cache size (documents and overhead)")
+CACHE_LIMIT = Gauge("orderview_api_cache_limit_bytes", "ORDERVIEW_CACHE_MB in bytes (0: off)")
+CACHE_ENTRIES = Gauge("orderview_api_cache_entries", "Rendered documents in the cache")
+CACHE_ONLINE = Gauge(
+    "orderview_api_cache_listening", "1 while the cache hears the projector (and so serves)"
+)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 _children: dict[tuple[str, str, int], tuple] = {}
@@ -38,6 +49,22 @@ def observe(route: str, method: str, status: int, seconds: float) -> None:
         child = _children[key] = (REQUESTS.labels(route, method, code), LATENCY.labels(route, code))
     child[0].inc()
     child[1].observe(seconds)
+
+
+def cache_gauges(cache: DocumentCache | None) -> None:
+    """Bring the cache's metrics up to date (its counters are plain ints on the hot path)."""
+    if cache is None:
+        CACHE_LIMIT.set(0)
+        CACHE_ONLINE.set(0)
+        return
+    hits, misses = cache.counted
+    CACHE_HITS.inc(cache.hits - hits)
+    CACHE_MISSES.inc(cache.misses - misses)
+    cache.counted = (cache.hits, cache.misses)
+    CACHE_BYTES.set(cache.size)
+    CACHE_LIMIT.set(cache.limit)
+    CACHE_ENTRIES.set(len(cache))
+    CACHE_ONLINE.set(int(cache.online))
 
 
 async def render(

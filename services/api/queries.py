@@ -371,5 +371,6 @@ def list_sql(query: ListQuery) -> tuple[str, list[Any]]:
 
 def get_sql(query: GetQuery) -> tuple[str, list[Any]]:
     """The SELECT of one order of the tenant."""
-    sql = f"SELECT {_columns(query)} FROM {ORDERS} WHERE tenant = $1 AND id = $2"
+    # participant_id: the document cache drops the order when that participant changes
+    sql = f"SELECT {_columns(query)}, participant_id FROM {ORDERS} WHERE tenant = $1 AND id = $2"
     return sql, [query.tenant, query.order_id]

@@ -13,6 +13,7 @@ import asyncpg
 from msgspec import Struct
 
 from services.api import queries, schemas
+from services.api.cache import DocumentCache
 
 
 class OrderNotFound(Exception):
@@ -40,15 +41,31 @@ async def fetch_page(pool: asyncpg.Pool, query: queries.ListQuery, secret: bytes
     return Page(docs, cursor)
 
 
-async def fetch_one(pool: asyncpg.Pool, query: queries.GetQuery) -> bytes | None:
-    """One rendered order of the tenant, or None."""
-    sql, args = queries.get_sql(query)
-    row = await pool.fetchrow(sql, *args)
-    if row is None:
-        return None
-    if query.dialect == "v2":
-        return schemas.order_doc(row, 0)
-    return schemas.service_order_doc(row, 0, query.include)
+async def fetch_one(
+    pool: asyncpg.Pool, query: queries.GetQuery, cache: DocumentCache | None = None
+) -> bytes | None:
+    """One rendered order of the tenant, or None; from `cache` when it holds it (and online)."""
+    variant = (query.dialect, query.include)
+    if cache is not None and cache.online:
+        doc = cache.get(query.tenant, query.order_id, variant)
+        if doc is not None:
+            return doc
+    start = cache.begin() if cache is not None else None
+    try:
+        sql, args = queries.get_sql(query)
+        row = await pool.fetchrow(sql, *args)
+        if row is None:
+            return None
+        if query.dialect == "v2":
+            doc = schemas.order_doc(row, 0)
+        else:
+            doc = schemas.service_order_doc(row, 0, query.include)
+        if start is not None:
+            cache.fill(start, query.tenant, query.order_id, variant, doc, row["participant_id"])  # type: ignore[union-attr]
+        return doc
+    finally:
+        if start is not None:
+            cache.end(start)  # type: ignore[union-attr]
 
 
 class Call(Struct, frozen=True):
@@ -60,6 +77,7 @@ class Call(Struct, frozen=True):
     params: queries.Params
     request_id: str
     order_id: str = ""  # the path's {order_id}, for the get endpoints
+    cache: DocumentCache | None = None  # None: read PostgreSQL (no cache, or X-Min-Position)
 
 
 Answer = Callable[[Call], Awaitable[bytes]]
@@ -75,7 +93,7 @@ async def service_orders(call: Call) -> bytes:
 async def service_order(call: Call) -> bytes:
     """`GET /api/v1/service-orders/{id}`."""
     query = queries.service_order_get(call.tenant, call.order_id, call.params)
-    doc = await fetch_one(call.pool, query)
+    doc = await fetch_one(call.pool, query, call.cache)
     if doc is None:
         raise OrderNotFound
     return schemas.service_order_one(doc, call.request_id)
@@ -90,7 +108,7 @@ async def orders(call: Call) -> bytes:
 
 async def order(call: Call) -> bytes:
     """`GET /v1/orders/{id}`."""
-    doc = await fetch_one(call.pool, queries.order_get(call.tenant, call.order_id))
+    doc = await fetch_one(call.pool, queries.order_get(call.tenant, call.order_id), call.cache)
     if doc is None:
         raise OrderNotFound
     return schemas.order_one(doc)
