@@ -35,12 +35,14 @@ def create_app(settings: Settings) -> Edge:
                                  max_size=settings.pool_max_size, read_only=True)  # fmt: skip
         warm = asyncio.create_task(_warm(pool, settings.pool_min_size))
         client = create_redis(settings.redis_url) if settings.redis_url else None
-        cache, feed = document_cache(settings)
+        cache, listener = document_cache(settings)
+        feed = asyncio.create_task(listener.run()) if listener is not None else None
         app.state.update(
             pool=pool,
             redis=client,
             key_cache=KeyCache(pool, settings.key_cache_seconds),
             cache=cache,
+            cache_feed=listener,
         )
         # What exists now (modules, routes, the OpenAPI model) lives as long as the process: keep
         # it out of every later collection, whose full passes otherwise stall requests ~30 ms.
@@ -67,8 +69,8 @@ def create_app(settings: Settings) -> Edge:
     return Edge(app, drain, Direct(app.state))
 
 
-def document_cache(settings: Settings) -> tuple[DocumentCache | None, asyncio.Task | None]:
-    """The process's document cache and the task that keeps it true, or none: off when
+def document_cache(settings: Settings) -> tuple[DocumentCache | None, Listener | None]:
+    """The process's document cache and the listener that keeps it true, or none: off when
     ORDERVIEW_CACHE_MB is 0, and when the API reads from a replica (a hot standby cannot LISTEN,
     and a notification from the primary may arrive before the replica has replayed its commit)."""
     if settings.cache_mb == 0:
@@ -81,7 +83,7 @@ def document_cache(settings: Settings) -> tuple[DocumentCache | None, asyncio.Ta
         )
         return None, None
     cache = DocumentCache(settings.cache_mb * 1024 * 1024)
-    return cache, asyncio.create_task(Listener(settings.read_url, cache).run())
+    return cache, Listener(settings.read_url, cache)
 
 
 async def _warm(pool, size: int) -> None:

@@ -30,6 +30,7 @@ class Listener:
         self.dsn = dsn
         self.cache = cache
         self._lost = asyncio.Event()
+        self.backend_pid: int | None = None  # the listening session's server process
 
     async def run(self) -> None:
         """Listen, and listen again after every loss, until cancelled."""
@@ -45,6 +46,7 @@ class Listener:
                 self._lost.clear()
                 conn.add_termination_listener(self._on_close)
                 await conn.add_listener(CHANNEL, self._on_notify)
+                self.backend_pid = conn.get_server_pid()
                 self.cache.go_online()  # LISTEN is in effect: every later commit is heard
                 log.info("document cache listening", extra={"channel": CHANNEL})
                 delay = 0.1
