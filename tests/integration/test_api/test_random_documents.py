@@ -1,9 +1,12 @@
 """Random histories end to end: the real projector folds them, the real HTTP app serves them, and
 every order in both dialects equals an independent rendering (tests/rendering.py) of the
-independent model (tests/model.py): single orders, and every list page walked with its cursor."""
+independent model (tests/model.py): single orders, and every list page walked with its cursor.
+Most events arrive while every order is being read in every form, so the API's document cache
+holds states that later events change: what it serves afterwards must still be the final state."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from datetime import datetime, timedelta, timezone
@@ -17,7 +20,7 @@ from tests.histories import History, generate_varied, with_faults
 from tests.integration.test_api.conftest import api_env
 from tests.model import expected_state
 from tests.rendering import amounts, diff, order_v2, rendered, served, service_order
-from tests.support import project
+from tests.support import projector, publish_lines, wait_until_caught_up
 
 # Part of the smoke subset CI runs on embedded PostgreSQL and Valkey (about 2 s).
 pytestmark = pytest.mark.smoke
@@ -168,7 +171,7 @@ async def keys(make_key) -> dict[str, dict[str, str]]:
 
 @pytest.mark.parametrize("seed", [101, 202, 303])
 async def test_random_history_is_served_as_the_contract_renders_it(
-    seed, db, rclient, database_url, redis_url, client, keys
+    seed, db, rclient, database_url, redis_url, app, client, keys
 ):
     history = generate_varied(seed, orders=ORDERS_PER_TENANT)
     rng = random.Random(seed)
@@ -178,8 +181,10 @@ async def test_random_history_is_served_as_the_contract_renders_it(
     env = api_env(database_url, redis_url)
     env["ORDERVIEW_STREAMS"] = ",".join(f"{env['ORDERVIEW_STREAMS']}:{n}" for n in range(3))
     await db.execute(f"TRUNCATE {ORDERS}, {PARTICIPANTS}")
-    await project(rclient, load_settings(env), faulty.lines(rng))
+    await project_while_reading(client, keys, rclient, load_settings(env), faulty.lines(rng), seed)
     model = expected_state(history.events)
+    cache = app.app.state.cache
+    hits = cache.hits
 
     problems: list[str] = []
     for tenant, count in zip(TENANTS, ORDERS_PER_TENANT, strict=True):
@@ -262,3 +267,39 @@ async def test_random_history_is_served_as_the_contract_renders_it(
                 problems.append(f"{tenant} {path} {params}: expected {want}, got {got}")
 
     assert not problems, f"seed {seed}: {len(problems)} differences\n" + "\n".join(problems[:60])
+    assert cache.hits > hits, "the gets above were to be served from the document cache"
+
+
+async def project_while_reading(client, keys, rclient, settings, lines: list[str], seed: int):
+    """Publish a third of the lines, then the rest in bursts while every order is read again and
+    again in every form (filling each API document cache with states that later events change);
+    return once the projector has settled everything and stopped."""
+    rng = random.Random(seed * 7)
+    cut = len(lines) // 3
+    await publish_lines(rclient, settings, lines[:cut])
+    async with projector(settings):
+
+        async def trickle() -> None:
+            rest = lines[cut:]
+            while rest:
+                size = rng.randint(1, 40)
+                await publish_lines(rclient, settings, rest[:size])
+                rest = rest[size:]
+                await asyncio.sleep(rng.choice([0, 0.005, 0.02]))
+
+        arriving = asyncio.create_task(trickle())
+        passes = 0
+        while not arriving.done() or passes < 2:
+            await read_everything(client, keys)
+            passes += 1
+        await arriving
+        await wait_until_caught_up(rclient, settings)
+
+
+async def read_everything(client, keys) -> None:
+    """Every order id of every tenant, in both dialects and every choice of include."""
+    for tenant in TENANTS:
+        for oid in range(1, max(ORDERS_PER_TENANT) + 1):
+            for include in ("", "items", "participant", "items,participant"):
+                await client.get(f"{V1}/{oid}?include={include}", headers=keys[tenant])
+            await client.get(f"{V2}/ord_{oid}", headers=keys[tenant])
