@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/api.py [--orders 1000000] [--seconds 10] [--rounds 3]
         [--servers uvicorn,granian] [--scenarios list,deep,get] [--keep]
 
+`--servers granian,granian-nocache` compares a server with and without its document cache.
+
 Uses PostgreSQL at ORDERVIEW_BENCH_ADMIN_URL (default postgresql://postgres@127.0.0.1:5432/postgres):
 creates its own database, loads it with COPY (documents from the projector's render functions),
 runs wrk (installed with apt-get when missing), prints the machine and the numbers, drops it.
@@ -198,6 +200,8 @@ def free_port() -> int:
 
 
 def start(kind: str, port: int, env: dict[str, str]) -> subprocess.Popen:
+    if kind.endswith("-nocache"):  # the same server with its document cache off
+        kind, env = kind.removesuffix("-nocache"), {**env, "ORDERVIEW_CACHE_MB": "0"}
     commands = {
         # Both as `orderview api` starts them (granian embedded in the process; uvicorn).
         "uvicorn": [str(BIN / "orderview"), "api", "--server", "uvicorn", "--port", str(port)],
@@ -288,7 +292,9 @@ def main() -> int:
     parser.add_argument("--orders", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=int, default=10, help="length of one wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each scenario per target")
-    parser.add_argument("--servers", default="uvicorn,granian")
+    parser.add_argument(
+        "--servers", default="uvicorn,granian", help="a name ending -nocache: its cache off"
+    )
     parser.add_argument("--scenarios", default="list,deep,get")
     parser.add_argument(
         "--keep", "--reuse", action="store_true",
