@@ -53,6 +53,8 @@ def create_app(settings: Settings) -> Edge:
             warm.cancel()
             if feed is not None:
                 feed.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await feed
             if client is not None:
                 await client.aclose()
             await asyncio.wait_for(pool.close(), 10)

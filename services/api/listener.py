@@ -36,7 +36,7 @@ class Listener:
         """Listen, and listen again after every loss, until cancelled."""
         delay = 0.1
         while True:
-            conn = None
+            conn, listening = None, False
             try:
                 conn = await asyncpg.connect(
                     self.dsn,
@@ -48,14 +48,18 @@ class Listener:
                 await conn.add_listener(CHANNEL, self._on_notify)
                 self.backend_pid = conn.get_server_pid()
                 self.cache.go_online()  # LISTEN is in effect: every later commit is heard
+                listening = True
                 log.info("document cache listening", extra={"channel": CHANNEL})
                 delay = 0.1
                 await self._watch(conn)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # unreachable, refused, terminated, timed out: retry
-                if self.cache.online:
-                    log.warning("document cache feed lost", extra={"error": repr(exc)})
+                if listening:
+                    log.warning(
+                        "document cache feed lost, cache bypassed until it listens again",
+                        extra={"error": repr(exc)},
+                    )
             finally:
                 self.cache.go_offline()
                 if conn is not None:
