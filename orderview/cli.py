@@ -80,7 +80,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     """Serve the read API."""
     from services.api.server import serve
 
-    return serve(settings, host=args.host, port=args.port, workers=args.workers, server=args.server)
+    return serve(settings, host=args.host, port=args.port, workers=args.workers)
 
 
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
@@ -127,10 +127,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument(
-        "--server", choices=("granian", "uvicorn"), default="granian",
-        help="the HTTP server (default granian; uvicorn with uvloop and httptools as a fallback)",
-    )  # fmt: skip
     p = add("keys", cmd_keys, "create or revoke API keys")
     keys = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = keys.add_parser("create", help="create a key; prints the plaintext key last")

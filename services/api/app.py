@@ -15,8 +15,7 @@ from orderview.db import create_pool, create_redis
 from orderview.settings import Settings
 from services.api import errors, handlers, openapi
 from services.api.auth import KeyCache
-from services.api.direct import Direct
-from services.api.edge import Drain, Edge
+from services.api.edge import Edge
 
 log = logging.getLogger("orderview.api")
 
@@ -24,7 +23,6 @@ log = logging.getLogger("orderview.api")
 def create_app(settings: Settings) -> Edge:
     """The ASGI application of the read API (the Litestar app inside `.app`)."""
     secret = settings.require("cursor_secret").encode()
-    drain = Drain()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -42,6 +40,9 @@ def create_app(settings: Settings) -> Edge:
         try:
             yield
         finally:
+            # Under granian this runs once the worker has stopped accepting and answered every
+            # request it had read: the drain is over when the pool closes.
+            log.info("api worker drained")
             warm.cancel()
             if client is not None:
                 await client.aclose()
@@ -53,10 +54,10 @@ def create_app(settings: Settings) -> Edge:
         exception_handlers=errors.HANDLERS,  # type: ignore[arg-type]
         openapi_config=openapi.openapi_config(),
         plugins=[openapi.MoneyAsNumber()],
-        state=State({"secret": secret, "settings": settings, "drain": drain}),
+        state=State({"secret": secret, "settings": settings}),
         logging_config=None,
     )
-    return Edge(app, drain, Direct(app.state))
+    return Edge(app)
 
 
 async def _warm(pool, size: int) -> None:

@@ -1,8 +1,7 @@
 """The imperative shell of the read API: run a query, cut the page, render its documents.
 
-The four answers below are the API endpoints apart from whichever layer serves them (Litestar's
-handlers or the direct ASGI path in `direct.py`): the tenant is already known, the result is the
-response body.
+The four answers below are the API endpoints once the request is authorized (`handlers.respond`):
+the tenant is already known, the result is the response body.
 """
 
 from __future__ import annotations
@@ -52,7 +51,7 @@ async def fetch_one(pool: asyncpg.Pool, query: queries.GetQuery) -> bytes | None
 
 
 class Call(Struct, frozen=True):
-    """One authorized request to an endpoint, whichever layer received it."""
+    """One authorized request to an endpoint."""
 
     pool: asyncpg.Pool
     secret: bytes
