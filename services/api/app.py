@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -20,8 +20,9 @@ from services.api.edge import Edge
 log = logging.getLogger("orderview.api")
 
 
-def create_app(settings: Settings) -> Edge:
-    """The ASGI application of the read API (the Litestar app inside `.app`)."""
+def create_app(settings: Settings, on_startup: Sequence[Callable[[], None]] = ()) -> Edge:
+    """The ASGI application of the read API (the Litestar app inside `.app`); `on_startup` runs
+    at the start of its lifespan."""
     secret = settings.require("cursor_secret").encode()
 
     @contextlib.asynccontextmanager
@@ -44,6 +45,7 @@ def create_app(settings: Settings) -> Edge:
             # request it had read: the drain is over when the pool closes.
             log.info("api worker drained")
             warm.cancel()
+            await asyncio.wait([warm])  # its connections released before the pool closes
             if client is not None:
                 await client.aclose()
             await asyncio.wait_for(pool.close(), 10)
@@ -51,6 +53,7 @@ def create_app(settings: Settings) -> Edge:
     app = Litestar(
         route_handlers=[*handlers.ROUTES, openapi.docs_assets()],
         lifespan=[lifespan],
+        on_startup=list(on_startup),
         exception_handlers=errors.HANDLERS,  # type: ignore[arg-type]
         openapi_config=openapi.openapi_config(),
         plugins=[openapi.MoneyAsNumber()],
@@ -63,10 +66,13 @@ def create_app(settings: Settings) -> Edge:
 async def _warm(pool, size: int) -> None:
     """Open `size` connections ahead of traffic, retrying quietly until PostgreSQL answers."""
     while True:
+        conns = []
         try:
-            conns = [await pool.acquire() for _ in range(min(size, pool.get_max_size()))]
-            for conn in conns:
-                await pool.release(conn)
+            for _ in range(min(size, pool.get_max_size())):
+                conns.append(await pool.acquire())
             return
         except Exception:  # unreachable for now; requests will say so
             await asyncio.sleep(1)
+        finally:  # a stop during the warm-up must not leave connections held: close would wait
+            for conn in conns:
+                await pool.release(conn)

@@ -10,9 +10,11 @@ then exits 0. A worker still draining after `GRACEFUL_SECONDS` is killed by gran
 (`workers_kill_timeout`). A worker that exits by itself (a failed start-up) stops the server with
 exit 1. Each worker binds the port itself (SO_REUSEPORT).
 
-granian does not stop its workers when its main process is SIGKILLed, so `worker_app` asks Linux
-to send the worker SIGTERM when its parent dies (PR_SET_PDEATHSIG): granian's own handler drains it
-like any other stop, and no orphan keeps the port.
+granian does not stop its workers when its main process is SIGKILLed, so each worker asks Linux to
+send it SIGTERM when its parent dies (PR_SET_PDEATHSIG), at the start of its lifespan: granian's own
+handler, installed by then, drains it like any other stop, and no orphan keeps the port. (Earlier,
+in the factory, a SIGTERM would meet the handler the worker inherited from granian's main process,
+which ignores it in a worker.)
 """
 
 from __future__ import annotations
@@ -65,8 +67,7 @@ def worker_app() -> ASGIApp:
     """The application of one granian worker process (settings from the environment)."""
     from services.api.app import create_app
 
-    _die_with_parent()
-    return create_app(load_settings())
+    return create_app(load_settings(), on_startup=[_die_with_parent])
 
 
 def _die_with_parent() -> None:
@@ -75,5 +76,5 @@ def _die_with_parent() -> None:
     if parent is None or sys.platform != "linux":
         return
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent.pid:  # the parent died before prctl took effect
-        raise SystemExit(1)
+    if os.getppid() != parent.pid:  # the parent died before prctl took effect: stop all the same
+        os.kill(os.getpid(), signal.SIGTERM)

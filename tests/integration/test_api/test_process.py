@@ -270,3 +270,27 @@ async def test_workers_stop_when_their_main_process_is_killed(loaded, process_en
         for pid in workers:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def test_workers_stop_when_their_main_process_is_killed_while_they_start(process_env):
+    port = _free_port()
+    proc = _start_api(process_env, port, "--workers", "2")
+    workers: list[int] = []
+    try:
+        for _ in range(300):  # killed as soon as both workers exist, before they serve
+            workers = _children(proc.pid)
+            if len(workers) == 2:
+                break
+            await asyncio.sleep(0.01)
+        proc.kill()
+        proc.wait()
+        for _ in range(300):
+            if not any(_running(pid) for pid in workers):
+                break
+            await asyncio.sleep(0.1)
+        assert len(workers) == 2
+        assert not [pid for pid in workers if _running(pid)]
+    finally:
+        for pid in workers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
