@@ -1,7 +1,7 @@
 """Read API benchmark: 1 000 000 orders over 10 tenants, wrk against the API and a bare ceiling.
 
     .venv/bin/python benchmarks/api.py [--orders 1000000] [--seconds 10] [--rounds 3]
-        [--servers uvicorn,granian] [--scenarios list,deep,get] [--keep]
+        [--baseline DIR] [--scenarios list,deep,get] [--keep]
 
 Uses PostgreSQL at ORDERVIEW_BENCH_ADMIN_URL (default postgresql://postgres@127.0.0.1:5432/postgres):
 creates its own database, loads it with COPY (documents from the projector's render functions),
@@ -9,6 +9,9 @@ runs wrk (installed with apt-get when missing), prints the machine and the numbe
 `--keep` loads into a fixed database instead, reuses it on the next run when its load completed,
 and leaves it in place.
 
+Targets: `ceiling` (a bare ASGI app on uvicorn, benchmarks/api_ceiling.py), `api` (`orderview api`
+of this checkout) and, with `--baseline DIR`, `baseline`: `orderview api` of another checkout (a
+worktree of main, say) run with this virtualenv, to measure a change before and after in one run.
 The ceiling and every server run side by side: all are started, warmed up (2 s per scenario), then
 each round runs every scenario on every target in turn, so noise from the shared machine lands on
 all of them alike. The report gives the median and spread of the rounds; a share of the ceiling is
@@ -197,15 +200,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(kind: str, port: int, env: dict[str, str]) -> subprocess.Popen:
+def start(kind: str, port: int, env: dict[str, str], baseline: Path | None) -> subprocess.Popen:
+    cli = "import sys; from orderview.cli import main; sys.exit(main())"
     commands = {
-        # Both as `orderview api` starts them (granian embedded in the process; uvicorn).
-        "uvicorn": [str(BIN / "orderview"), "api", "--server", "uvicorn", "--port", str(port)],
-        "granian": [str(BIN / "orderview"), "api", "--server", "granian", "--port", str(port)],
+        "api": [str(BIN / "orderview"), "api", "--port", str(port)],
+        # The other checkout's code first on the path (before this checkout's editable install).
+        "baseline": [sys.executable, "-c", cli, "api", "--port", str(port)],
         "ceiling": [str(BIN / "uvicorn"), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
                     "--log-level", "warning", "--port", str(port), "benchmarks.api_ceiling:app"],
     }  # fmt: skip
-    proc = subprocess.Popen(commands[kind], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    cwd = ROOT
+    if kind == "baseline":
+        assert baseline is not None
+        cwd, env = baseline, env | {"PYTHONPATH": str(baseline)}
+    proc = subprocess.Popen(commands[kind], env=env, cwd=cwd, stdout=subprocess.DEVNULL)
     for _ in range(300):
         try:
             with socket.create_connection(("127.0.0.1", port), 0.2):
@@ -258,9 +266,9 @@ def warm_up(server: Server, scenarios: dict, key: str, wrk_bin: str) -> None:
 class Server:
     """One target under test: its process, its port and its peak RSS while measured."""
 
-    def __init__(self, kind: str, env: dict[str, str]) -> None:
+    def __init__(self, kind: str, env: dict[str, str], baseline: Path | None = None) -> None:
         self.kind, self.port = kind, free_port()
-        self.proc = start(kind, self.port, env)
+        self.proc = start(kind, self.port, env, baseline)
         self.peak = 0.0
 
     def measure(self, wrk_bin: str, path: str, lua: str | None, seconds: int, key: str) -> dict:
@@ -288,7 +296,10 @@ def main() -> int:
     parser.add_argument("--orders", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=int, default=10, help="length of one wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each scenario per target")
-    parser.add_argument("--servers", default="uvicorn,granian")
+    parser.add_argument(
+        "--baseline", type=Path, metavar="DIR",
+        help="also measure `orderview api` of the checkout DIR (e.g. a worktree of main)",
+    )  # fmt: skip
     parser.add_argument("--scenarios", default="list,deep,get")
     parser.add_argument(
         "--keep", "--reuse", action="store_true",
@@ -371,16 +382,14 @@ def measure(args, url: str, key: str, cursor: str, ids: list[int], wrk_bin: str)
     }
     ceiling = {"list": ("/list", None), "deep": ("/deep", None), "get": ("/one/1", by_id("/one/"))}
     scenarios = args.scenarios.split(",")
-    kinds = ["ceiling"]
-    for kind in args.servers.split(","):
-        kinds.append(kind)
+    kinds = ["ceiling", "api"] + (["baseline"] if args.baseline else [])
     paths = {kind: ceiling if kind == "ceiling" else api for kind in kinds}
     runs: dict[str, dict[str, list[dict]]] = {k: {s: [] for s in scenarios} for k in kinds}
     servers: dict[str, Server] = {}
     exits: dict[str, int] = {}
     try:
         for kind in kinds:
-            servers[kind] = Server(kind, env)
+            servers[kind] = Server(kind, env, args.baseline and args.baseline.resolve())
         for kind, server in servers.items():
             warm_up(server, paths[kind], key, wrk_bin)
         for round_ in range(args.rounds):
