@@ -1,7 +1,7 @@
 """Route handlers. Every API request takes one path, `respond`; the handlers only declare routes.
 
 `respond` is the order in which a request is checked and answered, the same for all four endpoints:
-parse -> authorize (key, scope, feature) -> [freshness wait] -> query -> [ETag / 304] -> respond.
+parse -> authorize (key, scope, feature) -> [freshness wait] -> query -> ETag / 304 -> respond.
 A step added there is added for every endpoint. Errors are raised, never returned: Litestar's
 exception handlers (`errors.py`) render them in the dialect of the path.
 """
@@ -16,8 +16,11 @@ from litestar.response.base import ASGIResponse
 from services.api import metrics, openapi, routes, schemas
 from services.api.auth import tenant_of
 from services.api.edge import REQUEST_ID
+from services.api.etags import none_match
 from services.api.read import Call
 
+# A shared cache must never hand one tenant's order to another; a private one revalidates.
+_PRIVATE = {"cache-control": "private, no-cache"}
 _V1 = {"security": openapi.SECURITY, "tags": ["service orders"]}
 _V2 = {"security": openapi.SECURITY, "tags": ["orders and bookings"]}
 
@@ -36,10 +39,13 @@ async def respond(request: Request, route: routes.Route, order_id: str = "") -> 
     # [freshness: the X-Min-Position wait goes here, after every access check]
     # query: the parameters checked (400), the SQL run, the documents rendered (404 if none)
     call = Call(state.pool, state.secret, tenant, params, scope[REQUEST_ID], order_id)  # type: ignore[misc]
-    body = await route.answer(call)
-    # [ETag / 304 goes here]
+    reply = await route.answer(call)
+    # conditional: the caller already holds these bytes (weak comparison, `*`, lists of tags)
+    headers = {"etag": reply.etag, **_PRIVATE}
+    if none_match(request.headers.get("if-none-match"), reply.etag):
+        return ASGIResponse(status_code=304, headers=headers)
     # respond: the rendered bytes as they are (Litestar's low-level response: nothing to serialise)
-    return ASGIResponse(body=body, media_type=MediaType.JSON)
+    return ASGIResponse(body=reply.body, media_type=MediaType.JSON, headers=headers)
 
 
 # ---- dialect 1 -----------------------------------------------------------------------------------
@@ -84,6 +90,7 @@ async def list_orders(request: Request) -> ASGIResponse:
 @get(
     routes.ORDER.path,
     summary="Get one order or booking",
+    operation_class=openapi.with_parameters([]),
     responses=openapi.ok(schemas.OrderOne) | openapi.ORDER_ERRORS,
     **_V2,
 )

@@ -1,6 +1,7 @@
 """What every API response carries on the wire, for a catalogue of requests (both dialects, every
 access outcome, hostile values in every place): exactly the headers content-type, content-length and
-X-Request-ID (after WWW-Authenticate on a 401), and a body in the dialect's shape.
+X-Request-ID (after WWW-Authenticate on a 401; after ETag and Cache-Control on a 200), and a body in
+the dialect's shape.
 
 (Until the API had one path, this module compared a direct ASGI path with Litestar's byte for
 byte; the catalogue is the same. The one path's bytes were compared with that older path's bytes,
@@ -99,6 +100,9 @@ async def test_every_api_response_has_exactly_its_headers_and_the_dialects_shape
 
         status, body = response.status_code, response.content
         challenge = [(b"www-authenticate", b"Bearer")] if status == 401 else []
+        if status == 200:
+            tag = response.headers["etag"].encode()
+            challenge = [(b"etag", tag), (b"cache-control", b"private, no-cache")]
         assert response.headers.raw == [
             *challenge,
             (b"content-type", b"application/json"),
