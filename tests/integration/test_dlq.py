@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 
@@ -10,7 +11,7 @@ from prometheus_client import REGISTRY
 
 from orderview.settings import load_settings
 from projections.progress import refresh_ledger_metrics
-from projections.tables import ORDERS
+from projections.tables import DEAD_LETTERS, ORDERS
 from tests.support import (
     dead_letters,
     projector,
@@ -245,3 +246,48 @@ async def test_an_entry_id_in_two_streams_is_refused_naming_both_unless_stream_p
     assert done.returncode == 0 and done.stdout.splitlines()[0] == f"{streams[1]} 1700000000000-7 dropped"  # fmt: skip
     assert len(await dead_letters(redis_client, streams[0])) == 1
     assert await dead_letters(redis_client, streams[1]) == []
+
+
+async def test_poison_replayed_is_dead_lettered_again_under_its_new_entry_id(
+    gap_env, pool, redis_client
+):
+    stream = load_settings(gap_env).streams[0]
+    await dead_letter(redis_client, gap_env, POISON)
+    done = dlq(gap_env, "replay", "--all", "--reason", "poison")
+    assert done.returncode == 0 and done.stdout.splitlines()[-1] == "replayed 2 dead letter(s)"
+    new_ids = [line.split()[-1] for line in done.stdout.splitlines()[:-1]]
+    await dead_letter(redis_client, gap_env, [])
+    items = listed(gap_env)
+    assert sorted(i["entry_id"] for i in items if i["state"] == "waiting") == sorted(new_ids)
+    assert {i["replayed_as"] for i in items if i["state"] == "replayed"} == set(new_ids)
+    assert len(await dead_letters(redis_client, stream)) == 4
+
+
+async def test_two_operators_replaying_at_once_append_each_dead_letter_once(
+    gap_env, pool, redis_client
+):
+    stream = load_settings(gap_env).streams[0]
+    await dead_letter(redis_client, gap_env, [f"poison {i}" for i in range(60)])
+    before = await redis_client.xlen(stream)
+    both = await asyncio.gather(
+        *(asyncio.to_thread(dlq, gap_env, "replay", "--all") for _ in range(2))
+    )
+    assert [d.returncode for d in both] == [0, 0]
+    replayed = [line for d in both for line in d.stdout.splitlines() if " replayed as " in line]
+    assert len(replayed) == 60
+    assert await redis_client.xlen(stream) == before + 60
+
+
+async def test_dead_letters_recorded_before_migration_0006_are_read_from_the_dlq_stream(
+    gap_env, pool, redis_client
+):
+    stream = load_settings(gap_env).streams[0]
+    await dead_letter(redis_client, gap_env, [POISON[0]])
+    await pool.execute(
+        f"UPDATE {DEAD_LETTERS} SET event = NULL, dlq_id = NULL WHERE stream = $1", stream
+    )
+    (item,) = listed(gap_env)
+    assert (item["tenant"], item["aggregate_id"]) == ("globex", 5)
+    assert dlq(gap_env, "show", item["entry_id"]).stdout.splitlines()[-1] == POISON[0]
+    assert dlq(gap_env, "drop", item["entry_id"]).returncode == 0
+    assert await dead_letters(redis_client, stream) == []
