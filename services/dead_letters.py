@@ -125,6 +125,20 @@ def letter(row: asyncpg.Record) -> Letter:
     )
 
 
+def history_of(row: asyncpg.Record) -> list[tuple[datetime, str]]:
+    """What happened to a dead letter, in order: (when, what)."""
+    dlq = dlq_key(row["stream"])
+    history = [(row["created_at"], f"dead-lettered by consumer {row['lease_owner']}")]
+    if row["dlq_id"] is not None:
+        history.append((row["published_at"], f"written to {dlq} as {row['dlq_id']}"))
+    if row["replayed_at"] is not None:
+        what = f"replayed as entry {row['replayed_as']} of {row['replayed_to']}"
+        history.append((row["replayed_at"], what))
+    if row["dropped_at"] is not None:
+        history.append((row["dropped_at"], f"dropped (deleted from {dlq})"))
+    return history
+
+
 def event_names(raw: bytes | None) -> dict[str, object]:
     """tenant, type, kind, aggregate_id and seq of an event, those it names with the right type
     (a poison event may be anything: not JSON, not an object, fields of other types)."""

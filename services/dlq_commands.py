@@ -13,7 +13,6 @@ import redis.asyncio as redis
 
 from orderview.db import create_redis
 from orderview.settings import Settings
-from projections.consumer import dlq_key
 from services import dead_letters as ledger
 from services.dead_letters import BadInput, Letter
 
@@ -64,17 +63,7 @@ async def show_letter(conn, client, settings: Settings, streams, args) -> int:
     """`dlq show ENTRY_ID`: the reason, the history, then the event exactly as received."""
     (row,) = await ledger.resolve(conn, streams, [args.entry_id])
     item = ledger.letter(row)
-    history = [(row["created_at"], f"dead-lettered by consumer {row['lease_owner']}")]
-    if row["dlq_id"] is not None:
-        history.append(
-            (row["published_at"], f"written to {dlq_key(row['stream'])} as {row['dlq_id']}")
-        )
-    if row["replayed_at"] is not None:
-        history.append(
-            (row["replayed_at"], f"replayed as entry {row['replayed_as']} of {row['replayed_to']}")
-        )
-    if row["dropped_at"] is not None:
-        history.append((row["dropped_at"], f"dropped (deleted from {dlq_key(row['stream'])})"))
+    history = ledger.history_of(row)
     if args.json:
         doc = {
             **msgspec.to_builtins(item),
