@@ -34,6 +34,10 @@ UNREACHABLE = (
 )
 
 
+# The schema predates this release (`orderview migrate` not run): said in one line, exit 2.
+NOT_MIGRATED = (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError)
+
+
 class BadInput(Exception):
     """Input an operator command refuses; its message is one line (exit code 2)."""
 

@@ -13,7 +13,7 @@ from orderview.settings import Settings
 
 def dlq_command(settings: Settings, args: argparse.Namespace, run) -> int:
     """Run one `dlq` action; bad input is one line on stderr and exit code 2."""
-    from services.dead_letters import UNREACHABLE, BadInput
+    from services.dead_letters import NOT_MIGRATED, UNREACHABLE, BadInput
     from services.dlq_commands import run_action
 
     try:
@@ -23,6 +23,12 @@ def dlq_command(settings: Settings, args: argparse.Namespace, run) -> int:
         return 2
     except UNREACHABLE as exc:
         print(f"orderview: dlq {args.action} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except NOT_MIGRATED as exc:
+        print(
+            f"orderview: the database is not migrated ({exc}): run orderview migrate",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -21,7 +21,7 @@ from orderview.settings import Settings
 from projections.consumer import dlq_key
 from projections.progress import HEARTBEAT_SECONDS
 from projections.tables import CONSUMERS, DEAD_LETTERS, ORDERS, PARTICIPANTS, REBUILDS
-from services.dead_letters import UNREACHABLE
+from services.dead_letters import NOT_MIGRATED, UNREACHABLE
 from services.dlq_commands import print_table
 
 # A consumer is live when its heartbeat is this recent: three heartbeats, or three reads when
@@ -239,6 +239,12 @@ def status_command(settings: Settings, args, run) -> int:
         status = run(gather(settings))
     except UNREACHABLE as exc:
         print(f"orderview: status unavailable: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except NOT_MIGRATED as exc:
+        print(
+            f"orderview: the database is not migrated ({exc}): run orderview migrate",
+            file=sys.stderr,
+        )
         return 2
     if args.json:
         sys.stdout.buffer.write(msgspec.json.encode(status) + b"\n")

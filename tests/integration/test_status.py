@@ -9,6 +9,7 @@ import signal
 import pytest
 
 from orderview.settings import load_settings
+from tests.conftest import create_database, drop_database
 from tests.support import ORDERVIEW, projector, publish_lines, run_orderview, wait_until_caught_up
 
 CREATED = {"type": "sale", "currency": "EUR", "items": []}
@@ -116,3 +117,16 @@ async def test_a_killed_projector_falls_silent_and_status_exits_1(
     code, doc = await status_until(subprocess_env, lambda c, d: c == 1, timeout=60)
     assert code == 1
     assert [c["state"] for c in doc["streams"][0]["consumers"]] == ["silent"]
+
+
+@pytest.mark.parametrize("args", [("status",), ("dlq", "list")], ids=["status", "dlq"])
+def test_an_unmigrated_database_is_one_line_asking_for_migrate_exit_2(
+    servers, subprocess_env, stream_prefix, args
+):
+    url = create_database(servers[0], f"orderview_unmigrated_{stream_prefix.replace(':', '_')}")
+    try:
+        done = run_orderview({**subprocess_env, "ORDERVIEW_DATABASE_URL": url}, *args)
+    finally:
+        drop_database(servers[0], url)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "not migrated" in done.stderr and "orderview migrate" in done.stderr
