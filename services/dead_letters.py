@@ -29,6 +29,7 @@ UNREACHABLE = (
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
     redis.ConnectionError,
     redis.TimeoutError,
 )

@@ -21,7 +21,7 @@ def ev(agg: int, seq: int = 1, minute: int = 1) -> str:
 
 def status(env: dict[str, str]) -> tuple[int, dict]:
     done = run_orderview(env, "status", "--json")
-    assert done.returncode in (0, 1), done.stderr
+    assert done.returncode in (0, 1) and done.stdout, done.stderr
     return done.returncode, json.loads(done.stdout)
 
 
