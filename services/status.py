@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from datetime import datetime
 
 import asyncpg
@@ -245,6 +246,10 @@ def status_command(settings: Settings, args, run) -> int:
             f"orderview: the database is not migrated ({exc}): run orderview migrate",
             file=sys.stderr,
         )
+        return 2
+    except Exception:  # exit 1 means "no live consumer" to a probe: a defect must not say that
+        traceback.print_exc()
+        print("orderview: status failed (see above)", file=sys.stderr)
         return 2
     if args.json:
         sys.stdout.buffer.write(msgspec.json.encode(status) + b"\n")
