@@ -69,7 +69,8 @@ _LIST = f"""
 SELECT {_COLUMNS} FROM {DEAD_LETTERS}
 WHERE stream = ANY($1::text[]) AND published_at IS NOT NULL
   AND ($2::text IS NULL OR reason = $2 OR starts_with(error, $2))
-ORDER BY created_at DESC, entry_id DESC
+ORDER BY created_at DESC, split_part(entry_id, '-', 1)::numeric DESC,
+         split_part(entry_id, '-', 2)::numeric DESC
 """
 _BY_ID = f"""
 SELECT {_COLUMNS} FROM {DEAD_LETTERS}

@@ -291,3 +291,13 @@ async def test_dead_letters_recorded_before_migration_0006_are_read_from_the_dlq
     assert dlq(gap_env, "show", item["entry_id"]).stdout.splitlines()[-1] == POISON[0]
     assert dlq(gap_env, "drop", item["entry_id"]).returncode == 0
     assert await dead_letters(redis_client, stream) == []
+
+
+async def test_letters_of_one_batch_are_listed_newest_entry_first_by_number_not_text(
+    gap_env, pool, redis_client
+):
+    stream = load_settings(gap_env).streams[0]
+    for seq in (9, 10):
+        await redis_client.xadd(stream, {"event": "not json"}, id=f"1700000000000-{seq}")
+    await dead_letter(redis_client, gap_env, [])
+    assert [i["entry_id"] for i in listed(gap_env)] == ["1700000000000-10", "1700000000000-9"]
