@@ -104,6 +104,20 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     return dev_command(settings, args)
 
 
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    """Streams, consumers, dead letters and the read model at a glance."""
+    from services.status import status_command
+
+    return status_command(settings, args, _run)
+
+
+def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    """List, show, replay or drop dead letters."""
+    from services.dlq import dlq_command
+
+    return dlq_command(settings, args, _run)
+
+
 # ---- parser ------------------------------------------------------------------------------------
 
 
@@ -147,6 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--port", type=int, default=None, help="API port (default 8000, else a free one)"
     )
+    p = add(
+        "status",
+        cmd_status,
+        "streams, consumers, dead letters and the read model; exit 1 when a stream has no live consumer",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    from services.dlq import add_parser as add_dlq
+
+    add_dlq(sub, cmd_dlq)
     return parser
 
 
