@@ -110,6 +110,10 @@ def peer_list_path(tenant: str, params: dict[str, str]) -> str:
 # ---- pgbench ---------------------------------------------------------------------------------
 
 
+class TooManyClients(Exception):
+    """PostgreSQL refused a pgbench connection: its connection limit is reached."""
+
+
 async def store_ids(conn: asyncpg.Connection, ids: list[int]) -> None:
     """`bench.ids` (k 1…n → id): lets a pgbench script pick one of the very ids wrk picks."""
     await conn.execute(
@@ -155,6 +159,8 @@ def pgbench(
     for variable in variables:
         args += ["-D", variable]
     run = subprocess.run([*args, url], capture_output=True, text=True, cwd=folder)
+    if "too many clients" in run.stderr:
+        raise TooManyClients(run.stderr)
     if run.returncode != 0:
         raise RuntimeError(f"pgbench failed: {run.stderr.strip()[-500:]}")
     tps = float(re.search(r"tps = ([\d.]+)", run.stdout)[1])

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.api_peers import ensure_platformatic, pgbench, platformatic_command
+from benchmarks.api_peers import TooManyClients, ensure_platformatic, pgbench, platformatic_command
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,18 +137,40 @@ class Server:
 
 
 class PgBench:
-    """PostgreSQL alone: pgbench runs the scenario's scripts; no process of ours to weigh."""
+    """PostgreSQL alone: pgbench runs the scenario's scripts; no process of ours to weigh.
+
+    Clients: 64 at most, fewer when the server's connection limit (shared with everything else
+    on the machine) leaves fewer free just before the run; each result says how many.
+    """
 
     kind = "pgbench"
     peak = None
 
-    def __init__(self, url: str, scripts: dict, variables: list[str], clients: int, folder: Path):
-        self.url, self.scripts, self.variables = url, scripts, variables
-        self.clients, self.folder = clients, folder
+    def __init__(self, url: str, scripts: dict, variables: list[str], folder: Path):
+        self.url, self.scripts, self.variables, self.folder = url, scripts, variables, folder
 
     def measure(self, scenario: str, seconds: int) -> dict:
-        scripts = self.scripts[scenario]
-        return pgbench(self.url, scripts, self.variables, self.clients, seconds, self.folder)
+        clients = max(4, min(CONNECTIONS, free_connections(self.url) - 20))
+        for _ in range(3):
+            try:
+                result = pgbench(
+                    self.url, self.scripts[scenario], self.variables, clients, seconds, self.folder
+                )
+                return result | {"clients": clients}
+            except TooManyClients:
+                clients = max(2, clients // 2)
+        raise RuntimeError("pgbench: too many clients already, even with 2")
 
     def stop(self) -> int:
         return 0
+
+
+def free_connections(url: str) -> int:
+    """Connections PostgreSQL would still accept from a superuser, now."""
+    sql = (
+        "SELECT current_setting('max_connections')::int"
+        " - current_setting('superuser_reserved_connections')::int"
+        " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+    )
+    out = subprocess.run(["psql", "-Atc", sql, url], capture_output=True, text=True, check=True)
+    return int(out.stdout)
