@@ -397,6 +397,10 @@ def measure(args, url: str, key: str, cursor: str, ids: list[int], wrk_bin: str)
                     if scenario not in targets[kind].scripts:
                         continue
                     result = targets[kind].measure(scenario, args.seconds)
+                    if result is None:
+                        print(f"round {round_ + 1} {scenario:<5} {kind:<8} skipped: PostgreSQL "
+                              "has no connection free", flush=True)  # fmt: skip
+                        continue
                     runs[kind][scenario].append(result)
                     clients = f" ({result['clients']} clients)" if "clients" in result else ""
                     print(f"round {round_ + 1} {scenario:<5} {kind:<8} {result['rps']:>7.0f} req/s"
