@@ -24,7 +24,11 @@ _TENANT = os.environ["BENCH_TENANT"]
 async def _open() -> None:
     _pools.append(
         await create_pool(
-            os.environ["ORDERVIEW_DATABASE_URL"], name="bare", max_size=10, read_only=True
+            os.environ["ORDERVIEW_DATABASE_URL"],
+            name="bare",
+            min_size=10,
+            max_size=10,
+            read_only=True,
         )
     )
 

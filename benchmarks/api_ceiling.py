@@ -53,6 +53,7 @@ async def app(scope, receive, send) -> None:
                 _pool = await create_pool(
                     os.environ["ORDERVIEW_DATABASE_URL"],
                     name="ceiling",
+                    min_size=10,  # whole from the start: a full server refuses now, not mid-run
                     max_size=10,
                     read_only=True,
                 )
