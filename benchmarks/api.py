@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/api.py [--orders 1000000] [--seconds 10] [--rounds 3]
         [--targets api,bare,peer,pgbench,ceiling] [--scenarios get,list,deep] [--keep]
+        [--baseline DIR]
 
 Uses PostgreSQL at ORDERVIEW_BENCH_ADMIN_URL (default postgresql://postgres@127.0.0.1:5432/postgres):
 creates its own database, loads 1 000 000 orders over 10 tenants with COPY (documents from the
@@ -11,7 +12,8 @@ prints the machine, the numbers and the issue's targets (met / NOT met), drops t
 and leaves it in place.
 
 Targets, all on the same data, started together:
-- api: `orderview api` as it starts (`uvicorn` / `granian`: `orderview api --server …`);
+- api: `orderview api` as it starts; with `--baseline DIR`, also `baseline`: `orderview api` of
+  another checkout (a worktree of main, say) run with this virtualenv, for a before/after in one run;
 - bare: a bare Litestar + asyncpg app, the same SQL and bytes (benchmarks/api_bare.py, granian CLI);
 - peer: Platformatic DB 3.67 on Node 22 (auto-REST, benchmarks/api_peers.py; installed from npm
   into a cache folder outside the repository on first run);
@@ -237,7 +239,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="runs of each scenario per target")
     parser.add_argument(
         "--targets", "--servers", default="api,bare,peer,pgbench,ceiling",
-        help="of api, uvicorn, granian (the API), bare, peer, pgbench, ceiling",
+        help="of api, bare, peer, pgbench, ceiling",
+    )  # fmt: skip
+    parser.add_argument(
+        "--baseline", type=Path, metavar="DIR",
+        help="also measure `orderview api` of the checkout DIR (e.g. a worktree of main)",
     )  # fmt: skip
     parser.add_argument("--scenarios", default="get,list,deep")
     parser.add_argument(
@@ -375,14 +381,15 @@ def measure(args, url: str, key: str, cursor: str, ids: list[int], wrk_bin: str)
     }  # fmt: skip
     folder = Path(tempfile.mkdtemp(prefix="orderview-bench-"))
     scenarios = args.scenarios.split(",")
-    kinds = args.targets.split(",")
+    kinds = args.targets.split(",") + (["baseline"] if args.baseline else [])
+    baseline = args.baseline.resolve() if args.baseline else None
     targets: dict[str, Server | PgBench] = {}
     runs: dict[str, dict[str, list[dict]]] = {k: {s: [] for s in scenarios} for k in kinds}
     exits: dict[str, int] = {}
     try:
         for kind in kinds:
             if kind != "pgbench":
-                server = targets[kind] = Server(kind, env, wrk_bin, key)
+                server = targets[kind] = Server(kind, env, wrk_bin, key, baseline)
                 for scenario, paths in _paths(kind, ids, cursor).items():
                     server.scripts[scenario] = lua_of(folder, f"{kind}_{scenario}", paths)
         for target in targets.values():
@@ -418,9 +425,9 @@ def measure(args, url: str, key: str, cursor: str, ids: list[int], wrk_bin: str)
     print(f"\n{args.rounds} rounds × {args.seconds} s per scenario and target, wrk -t2 "
           f"-c{CONNECTIONS}; median (min–max)")  # fmt: skip
     print_table(runs, peaks, exits)
-    api = next((k for k in kinds if k in ("api", "granian", "uvicorn")), None)
-    if api:
-        print_targets(runs, peaks, api)
+    for api in ("api", "baseline"):
+        if api in kinds:
+            print_targets(runs, peaks, api)
     return 0
 
 

@@ -34,23 +34,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def command(kind: str, port: int) -> tuple[list[str], Path]:
-    """How each server is started, and in which folder."""
+def command(kind: str, port: int, baseline: Path | None) -> tuple[list[str], Path, dict]:
+    """How each server is started, in which folder, with which extra environment."""
     if kind == "peer":
         folder = ensure_platformatic()
-        return platformatic_command(folder), folder
+        return platformatic_command(folder), folder, {}
+    if kind == "baseline":  # `orderview api` of another checkout, its code first on the path
+        cli = "import sys; from orderview.cli import main; sys.exit(main())"
+        args = [sys.executable, "-c", cli, "api", "--port", str(port)]
+        return args, baseline, {"PYTHONPATH": str(baseline)}
     commands = {
-        # As `orderview api` starts it (whatever its default server is), or with --server.
+        # As `orderview api` starts it: no flag but the port.
         "api": [str(BIN / "orderview"), "api", "--port", str(port)],
-        "uvicorn": [str(BIN / "orderview"), "api", "--server", "uvicorn", "--port", str(port)],
-        "granian": [str(BIN / "orderview"), "api", "--server", "granian", "--port", str(port)],
         "bare": [str(BIN / "granian"), "--interface", "asgi", "--loop", "uvloop", "--no-ws",
                  "--log-level", "warning", "--host", "127.0.0.1", "--port", str(port),
                  "benchmarks.api_bare:app"],
         "ceiling": [str(BIN / "uvicorn"), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
                     "--log-level", "warning", "--port", str(port), "benchmarks.api_ceiling:app"],
     }  # fmt: skip
-    return commands[kind], ROOT
+    return commands[kind], ROOT, {}
 
 
 def rss_mib(pid: int) -> float:
@@ -98,12 +100,14 @@ def wrk(binary: str, url: str, seconds: int, key: str, lua: str) -> dict[str, fl
 class Server:
     """One HTTP target: its process, its port, its wrk scripts and its peak RSS while measured."""
 
-    def __init__(self, kind: str, env: dict[str, str], wrk_bin: str, key: str) -> None:
+    def __init__(
+        self, kind: str, env: dict[str, str], wrk_bin: str, key: str, baseline: Path | None = None
+    ) -> None:
         self.kind, self.port, self.wrk_bin, self.key = kind, free_port(), wrk_bin, key
         self.scripts: dict[str, str] = {}
         self.peak = 0.0
-        args, cwd = command(kind, self.port)
-        env = env | {"PORT": str(self.port)}
+        args, cwd, extra = command(kind, self.port, baseline)
+        env = env | {"PORT": str(self.port)} | extra
         self.proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.DEVNULL)
         for _ in range(600):
             if self.proc.poll() is not None:
