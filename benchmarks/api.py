@@ -411,6 +411,7 @@ def measure(args, url: str, key: str, cursor: str, ids: list[int], wrk_bin: str)
                     if result is None:
                         print(f"round {round_ + 1} {scenario:<5} {kind:<8} skipped: PostgreSQL "
                               "has no connection free", flush=True)  # fmt: skip
+                        runs[kind][scenario].append(None)  # keeps the rounds aligned
                         continue
                     runs[kind][scenario].append(result)
                     clients = f" ({result['clients']} clients)" if "clients" in result else ""

@@ -20,14 +20,15 @@ def _spread(values: list[float], fmt: str) -> str:
 def _ratios(runs: dict, kind: str, other: str, scenario: str) -> list[float]:
     """req/s of `kind` over `other`, round by round."""
     mine, theirs = runs[kind].get(scenario, []), runs.get(other, {}).get(scenario, [])
-    return [a["rps"] / b["rps"] for a, b in zip(mine, theirs, strict=False)]
+    return [a["rps"] / b["rps"] for a, b in zip(mine, theirs, strict=False) if a and b]
 
 
 def print_table(runs: dict, peaks: dict, exits: dict) -> None:
     print(f"{'target':<9}{'scenario':<9}{'req/s':<22}{'p50 ms':<22}{'p99 ms':<22}"
           f"{'% of ceiling':<16}{'errors':>7}")  # fmt: skip
     for kind, scenarios in runs.items():
-        for scenario, results in scenarios.items():
+        for scenario, rounds in scenarios.items():
+            results = [r for r in rounds if r]  # None: a skipped run
             if not results:
                 continue
             shares = _spread(
@@ -58,7 +59,9 @@ def print_targets(runs: dict, peaks: dict, api: str) -> None:
             value = statistics.median(ratios)
             print(f"  {scenario} ≥ {factor:.1f} × {other}: {_spread(ratios, '.2f')} "
                   f"→ {verdict(value >= factor)}")  # fmt: skip
-    p99 = {s: statistics.median(r["p99"] for r in rs) for s, rs in runs[api].items() if rs}
+    p99 = {
+        s: statistics.median(r["p99"] for r in rs if r) for s, rs in runs[api].items() if any(rs)
+    }
     worst = max(p99.values())
     shown = ", ".join(f"{s} {v:.1f}" for s, v in p99.items())
     print(f"  p99 ≤ {P99_MS:.0f} ms: {shown} ms → {verdict(worst <= P99_MS)}")
