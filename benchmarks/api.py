@@ -1,27 +1,36 @@
-"""Read API benchmark: 1 000 000 orders over 10 tenants, wrk against the API and a bare ceiling.
+"""Read API benchmark: the API beside the peer a user would pick, a bare app and PostgreSQL alone.
 
     .venv/bin/python benchmarks/api.py [--orders 1000000] [--seconds 10] [--rounds 3]
-        [--servers uvicorn,granian] [--scenarios list,deep,get] [--keep]
-
-`--servers granian,granian-nocache` compares a server with and without its document cache.
+        [--targets api,bare,peer,pgbench,ceiling] [--scenarios get,list,deep] [--keep]
+        [--baseline DIR]
 
 Uses PostgreSQL at ORDERVIEW_BENCH_ADMIN_URL (default postgresql://postgres@127.0.0.1:5432/postgres):
-creates its own database, loads it with COPY (documents from the projector's render functions),
-runs wrk (installed with apt-get when missing), prints the machine and the numbers, drops it.
+creates its own database, loads 1 000 000 orders over 10 tenants with COPY (documents from the
+projector's render functions), runs wrk (installed with apt-get when missing) with 64 connections,
+prints the machine, the numbers and the issue's targets (met / NOT met), drops the database.
 `--keep` loads into a fixed database instead, reuses it on the next run when its load completed,
 and leaves it in place.
 
-The ceiling and every server run side by side: all are started, warmed up (2 s per scenario), then
-each round runs every scenario on every target in turn, so noise from the shared machine lands on
-all of them alike. The report gives the median and spread of the rounds; a share of the ceiling is
-taken within each round.
+Targets, all on the same data, started together:
+- api: `orderview api` as it starts; with `--baseline DIR`, also `baseline`: `orderview api` of
+  another checkout (a worktree of main, say) run with this virtualenv, for a before/after in one run;
+- bare: a bare Litestar + asyncpg app, the same SQL and bytes (benchmarks/api_bare.py, granian CLI);
+- peer: Platformatic DB 3.67 on Node 22 (auto-REST, benchmarks/api_peers.py; installed from npm
+  into a cache folder outside the repository on first run);
+- pgbench: PostgreSQL alone, the API's own statements, `-M prepared`;
+- ceiling: a bare ASGI app under uvicorn (benchmarks/api_ceiling.py).
+Scenarios: `get` (2 000 random ids of one tenant), `list` (6 filtered lists: limit 25, one status,
+sort total or created_at, descending, first page), `deep` (a keyset page far down the first list;
+not for the peer). All targets are warmed up (2 s per scenario: the ids are all read before
+anything is measured), then each round runs every scenario on every target in turn, so noise from
+the shared machine lands on all of them alike. The report gives the median and spread of the
+rounds; ratios are taken within each round.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import multiprocessing
 import os
@@ -29,19 +38,15 @@ import platform
 import random
 import re
 import secrets
-import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
@@ -49,20 +54,43 @@ import msgspec
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.api_peers import (  # noqa: E402
+    create_peer_table,
+    peer_list_path,
+    pgbench_scripts,
+    store_ids,
+)
+from benchmarks.api_report import print_table, print_targets  # noqa: E402
+from benchmarks.api_targets import (  # noqa: E402
+    CONNECTIONS,
+    PgBench,
+    Server,
+    ensure_wrk,
+    lua_of,
+)
 from projections.documents import render_order  # noqa: E402
 from projections.events import Item  # noqa: E402
 from projections.fold import OrderState  # noqa: E402
 from projections.migrate import migrate  # noqa: E402
 from projections.tables import ORDERS  # noqa: E402
 from services.api.keys import create_key, set_feature  # noqa: E402
-from services.api.queries import next_cursor, service_orders_list  # noqa: E402
+from services.api.queries import list_sql, next_cursor, service_orders_list  # noqa: E402
 
 BIN = Path(sys.executable).parent
 TENANTS = 10
 TENANT = "t3"
 STATUSES = ("draft", "pending", "confirmed", "in_progress", "completed", "cancelled")
 SECRET = "bench-cursor-secret-" + secrets.token_hex(8)
-LIST = {"status": "confirmed", "sort": "total", "limit": "25"}
+# The 6 filtered lists (limit 25, a filter, a sort; descending, the API's default); deep: the first.
+LISTS = [
+    {"status": status, "sort": sort, "limit": "25"}
+    for status, sort in zip(
+        ("confirmed", "pending", "completed", "cancelled", "in_progress", "draft"),
+        ("total", "created_at") * 3, strict=True,
+    )
+]  # fmt: skip
+LIST = LISTS[0]
+IDS = 2000
 COLUMNS = [
     "tenant", "id", "seq", "type", "status", "payment_status", "currency", "order_number",
     "event_key", "participant_id", "location_id", "scheduled_at", "duration", "subtotal",
@@ -89,11 +117,23 @@ def machine() -> str:
     )
 
 
-def ensure_wrk() -> str:
-    if shutil.which("wrk") is None:
-        sudo = [] if os.geteuid() == 0 else ["sudo"]
-        subprocess.run([*sudo, "apt-get", "install", "-y", "wrk"], check=True)
-    return shutil.which("wrk") or "wrk"
+def versions(url: str) -> str:
+    """PostgreSQL (the server's) and Redis versions."""
+
+    async def server() -> str:
+        conn = await asyncpg.connect(url)
+        try:
+            return await conn.fetchval("SHOW server_version")
+        finally:
+            await conn.close()
+
+    redis = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+    found = re.search(r"v=(\S+)", redis)
+    return f"PostgreSQL {asyncio.run(server())}; Redis {found[1] if found else 'not installed'}"
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 # ---- data ----------------------------------------------------------------------------------------
@@ -164,7 +204,7 @@ async def load(url: str, count: int) -> None:
 
 
 async def prepare(url: str) -> tuple[str, str, list[int]]:
-    """A key, the deep-page cursor, and ids of the benchmark tenant."""
+    """A key, the deep-page cursor, ids of the benchmark tenant (also in bench.ids), the peer's table."""
     conn = await asyncpg.connect(url)
     try:
         _, key = await create_key(conn, TENANT, ["service_orders", "orders:read"])
@@ -184,107 +224,12 @@ async def prepare(url: str) -> tuple[str, str, list[int]]:
         cursor = next_cursor(query, row["total"], row["id"], SECRET.encode())
         print(f"deep page: cursor after row {offset} of {matching} matching orders")
         ids = [r[0] for r in await conn.fetch(
-            f"SELECT id FROM {ORDERS} WHERE tenant = $1 ORDER BY random() LIMIT 1000", TENANT)]  # fmt: skip
+            f"SELECT id FROM {ORDERS} WHERE tenant = $1 ORDER BY random() LIMIT {IDS}", TENANT)]  # fmt: skip
+        await store_ids(conn, ids)
+        await create_peer_table(conn)
         return key, cursor, ids
     finally:
         await conn.close()
-
-
-# ---- servers and wrk -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(kind: str, port: int, env: dict[str, str]) -> subprocess.Popen:
-    if kind.endswith("-nocache"):  # the same server with its document cache off
-        kind, env = kind.removesuffix("-nocache"), {**env, "ORDERVIEW_CACHE_MB": "0"}
-    commands = {
-        # Both as `orderview api` starts them (granian embedded in the process; uvicorn).
-        "uvicorn": [str(BIN / "orderview"), "api", "--server", "uvicorn", "--port", str(port)],
-        "granian": [str(BIN / "orderview"), "api", "--server", "granian", "--port", str(port)],
-        "ceiling": [str(BIN / "uvicorn"), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-                    "--log-level", "warning", "--port", str(port), "benchmarks.api_ceiling:app"],
-    }  # fmt: skip
-    proc = subprocess.Popen(commands[kind], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            with socket.create_connection(("127.0.0.1", port), 0.2):
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{kind} did not start")
-
-
-def rss_mib(pid: int) -> float:
-    """RSS of a process and its children (with --workers N, the workers)."""
-    total = 0
-    pids = [pid] + [int(p) for p in subprocess.run(
-        ["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]  # fmt: skip
-    for p in pids:
-        with contextlib.suppress(OSError, TypeError):
-            total += int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{p}/status").read_text())[1])
-    return total / 1024
-
-
-def wrk(binary: str, url: str, seconds: int, key: str, lua: str | None) -> dict[str, float]:
-    args = [
-        binary,
-        "-t1",
-        "-c16",
-        f"-d{seconds}s",
-        "--latency",
-        "-H",
-        f"Authorization: Bearer {key}",
-    ]
-    if lua:
-        args += ["-s", lua]
-    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-
-    def ms(p: str) -> float:
-        value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()
-        return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
-
-    return {"rps": rps, "p50": ms("50"), "p99": ms("99"), "errors": int(errors[1]) if errors else 0}
-
-
-def warm_up(server: Server, scenarios: dict, key: str, wrk_bin: str) -> None:
-    """Pool, prepared statements, key cache and the CPU caches, before anything is measured."""
-    for path, lua in scenarios.values():
-        wrk(wrk_bin, f"http://127.0.0.1:{server.port}{path}", 2, key, lua)
-
-
-class Server:
-    """One target under test: its process, its port and its peak RSS while measured."""
-
-    def __init__(self, kind: str, env: dict[str, str]) -> None:
-        self.kind, self.port = kind, free_port()
-        self.proc = start(kind, self.port, env)
-        self.peak = 0.0
-
-    def measure(self, wrk_bin: str, path: str, lua: str | None, seconds: int, key: str) -> dict:
-        stop = threading.Event()
-
-        def sample() -> None:
-            while not stop.wait(0.5):
-                self.peak = max(self.peak, rss_mib(self.proc.pid))
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        try:
-            return wrk(wrk_bin, f"http://127.0.0.1:{self.port}{path}", seconds, key, lua)
-        finally:
-            stop.set()
-            sampler.join()
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
 
 
 def main() -> int:
@@ -293,9 +238,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10, help="length of one wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each scenario per target")
     parser.add_argument(
-        "--servers", default="uvicorn,granian", help="a name ending -nocache: its cache off"
-    )
-    parser.add_argument("--scenarios", default="list,deep,get")
+        "--targets", "--servers", default="api,bare,peer,pgbench,ceiling",
+        help="of api, bare, peer, pgbench, ceiling",
+    )  # fmt: skip
+    parser.add_argument(
+        "--baseline", type=Path, metavar="DIR",
+        help="also measure `orderview api` of the checkout DIR (e.g. a worktree of main)",
+    )  # fmt: skip
+    parser.add_argument("--scenarios", default="get,list,deep")
     parser.add_argument(
         "--keep", "--reuse", action="store_true",
         help=f"load once into {KEPT}_<orders>, reuse it when already loaded, do not drop it",
@@ -306,12 +256,10 @@ def main() -> int:
     admin = os.environ.get(
         "ORDERVIEW_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
     )
+    print(f"{versions(admin)}; load average at start {load_average()}", flush=True)
     name = f"{KEPT}_{args.orders}" if args.keep else f"orderview_bench_{secrets.token_hex(4)}"
     url = urlunsplit(urlsplit(admin)._replace(path=f"/{name}"))
     loaded = f"orderview benchmark: {args.orders} orders loaded"
-    print(
-        f"PostgreSQL: {subprocess.run(['psql', '--version'], capture_output=True, text=True).stdout.strip()}"
-    )
     reuse = args.keep and asyncio.run(_comment(admin, name)) == loaded
     if not reuse:
         asyncio.run(_admin_sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -351,91 +299,137 @@ async def _comment(admin: str, name: str) -> str | None:
         await conn.close()
 
 
+def _paths(kind: str, ids: list[int], cursor: str) -> dict[str, list[str]]:
+    """The requests of each scenario on one target (wrk picks one at random per request)."""
+    if kind == "peer":
+        return {
+            "get": [f"/orders/{i}?fields=doc" for i in ids],
+            "list": [peer_list_path(TENANT, params) for params in LISTS],
+        }
+    if kind in ("bare", "ceiling"):
+        return {
+            "get": [f"/one/{i}" for i in ids],
+            "list": [f"/list/{n}" for n in range(len(LISTS))],
+            "deep": ["/deep"],
+        }
+    lists = ["/api/v1/service-orders?" + urlencode(params) for params in LISTS]
+    return {
+        "get": [f"/api/v1/service-orders/{i}" for i in ids],
+        "list": lists,
+        "deep": [f"{lists[0]}&{urlencode({'cursor': cursor})}"],
+    }
+
+
+def _pgbench(url: str, folder: Path, ids: list[int], cursor: str) -> PgBench:
+    """PostgreSQL alone: the API's statements for the same ids and lists."""
+    secret = SECRET.encode()
+    named = {f"list{n}": params for n, params in enumerate(LISTS)}
+    named["deep"] = LIST | {"cursor": cursor}
+    pages = {
+        name: list_sql(service_orders_list(TENANT, {k: [v] for k, v in params.items()}, secret))
+        for name, params in named.items()
+    }
+    scripts, variables = pgbench_scripts(folder, TENANT, len(ids), pages)
+    return PgBench(url, scripts, variables, folder)
+
+
+def _documents(target: Server, path: str, key: str) -> list:
+    """The order documents one request answers (a page's or one), as JSON values."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{target.port}{path}", headers={"Authorization": f"Bearer {key}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = json.loads(response.read())
+    if isinstance(body, list):  # Platformatic: rows of the selected fields
+        return [row["doc"] for row in body]
+    if isinstance(body, dict) and "doc" in body:
+        return [body["doc"]]
+    return body["data"] if isinstance(body["data"], list) else [body["data"]]
+
+
+def check_same(targets: dict, ids: list[int], cursor: str, key: str) -> None:
+    """Every HTTP target answers the same documents to the same scenario request, or stop."""
+    servers = {k: t for k, t in targets.items() if isinstance(t, Server)}
+    for scenario in ("get", "list", "deep"):
+        count = {"get": 3, "list": len(LISTS), "deep": 1}[scenario]
+        for n in range(count):
+            answers = {
+                kind: _documents(server, _paths(kind, ids, cursor)[scenario][n], key)
+                for kind, server in servers.items()
+                if scenario in server.scripts
+            }
+            first = next(iter(answers.values()))
+            differ = [kind for kind, docs in answers.items() if docs != first]
+            if differ or not first:
+                ids_of = {k: [d.get("id") for d in docs] for k, docs in answers.items()}
+                raise SystemExit(f"{scenario} #{n}: {', '.join(differ)} differ; ids: {ids_of}")
+    print(f"checked: {', '.join(servers)} answer the same documents to each scenario")
+
+
 def measure(args, url: str, key: str, cursor: str, ids: list[int], wrk_bin: str) -> int:
     """Every target started at once; each round runs every scenario on every target in turn."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERVIEW_")}
     env |= {
         "ORDERVIEW_DATABASE_URL": url, "ORDERVIEW_CURSOR_SECRET": SECRET,
-        "ORDERVIEW_LOG_LEVEL": "WARNING", "BENCH_TENANT": TENANT, "BENCH_LIST": json.dumps(LIST),
+        "ORDERVIEW_LOG_LEVEL": "WARNING", "BENCH_TENANT": TENANT, "BENCH_LISTS": json.dumps(LISTS),
+        # Pools whole from the start (the API's documented setting; the bare apps do the same):
+        # PostgreSQL's connections are shared with the machine's test runs, so a full server
+        # refuses the benchmark as it starts rather than in the middle of a measured run.
+        "ORDERVIEW_POOL_MIN_SIZE": "10",
         "BENCH_DEEP": json.dumps(LIST | {"cursor": cursor}), "PYTHONPATH": str(ROOT),
+        "DATABASE_URL": url,
     }  # fmt: skip
     folder = Path(tempfile.mkdtemp(prefix="orderview-bench-"))
-    list_qs = "&".join(f"{k}={v}" for k, v in LIST.items())
-
-    def by_id(prefix: str) -> str:
-        lua = folder / f"{prefix.strip('/').replace('/', '_')}.lua"
-        lua.write_text(
-            "local ids = {" + ",".join(map(str, ids)) + "}\n"
-            f'request = function() return wrk.format(nil, "{prefix}" .. ids[math.random(#ids)]) end\n'
-        )
-        return str(lua)
-
-    api = {
-        "list": (f"/api/v1/service-orders?{list_qs}", None),
-        "deep": (f"/api/v1/service-orders?{list_qs}&cursor={cursor}", None),
-        "get": ("/api/v1/service-orders/1", by_id("/api/v1/service-orders/")),
-    }
-    ceiling = {"list": ("/list", None), "deep": ("/deep", None), "get": ("/one/1", by_id("/one/"))}
     scenarios = args.scenarios.split(",")
-    kinds = ["ceiling"]
-    for kind in args.servers.split(","):
-        kinds.append(kind)
-    paths = {kind: ceiling if kind == "ceiling" else api for kind in kinds}
+    kinds = args.targets.split(",") + (["baseline"] if args.baseline else [])
+    baseline = args.baseline.resolve() if args.baseline else None
+    targets: dict[str, Server | PgBench] = {}
     runs: dict[str, dict[str, list[dict]]] = {k: {s: [] for s in scenarios} for k in kinds}
-    servers: dict[str, Server] = {}
     exits: dict[str, int] = {}
     try:
         for kind in kinds:
-            servers[kind] = Server(kind, env)
-        for kind, server in servers.items():
-            warm_up(server, paths[kind], key, wrk_bin)
+            if kind != "pgbench":
+                server = targets[kind] = Server(kind, env, wrk_bin, key, baseline)
+                for scenario, paths in _paths(kind, ids, cursor).items():
+                    server.scripts[scenario] = lua_of(folder, f"{kind}_{scenario}", paths)
+        for target in targets.values():
+            for scenario in target.scripts:
+                if scenario in scenarios:
+                    target.measure(scenario, 2)  # warm-up: every pool at its size, every id read
+        check_same(targets, ids, cursor, key)
+        if "pgbench" in kinds:
+            targets["pgbench"] = _pgbench(url, folder, ids, cursor)
+        print(f"warmed up; load average {load_average()}", flush=True)
         for round_ in range(args.rounds):
             for scenario in scenarios:
                 # Rotate who goes first so that no target always follows the same neighbour.
                 order = kinds[round_ % len(kinds) :] + kinds[: round_ % len(kinds)]
                 for kind in order:
-                    path, lua = paths[kind][scenario]
-                    result = servers[kind].measure(wrk_bin, path, lua, args.seconds, key)
+                    if scenario not in targets[kind].scripts:
+                        continue
+                    result = targets[kind].measure(scenario, args.seconds)
+                    if result is None:
+                        print(f"round {round_ + 1} {scenario:<5} {kind:<8} skipped: PostgreSQL "
+                              "has no connection free", flush=True)  # fmt: skip
+                        runs[kind][scenario].append(None)  # keeps the rounds aligned
+                        continue
                     runs[kind][scenario].append(result)
+                    clients = f" ({result['clients']} clients)" if "clients" in result else ""
                     print(f"round {round_ + 1} {scenario:<5} {kind:<8} {result['rps']:>7.0f} req/s"
-                          f" p50 {result['p50']:.2f} ms p99 {result['p99']:.2f} ms", flush=True)  # fmt: skip
+                          f" p50 {result['p50']:.2f} ms p99 {result['p99']:.2f} ms{clients}",
+                          flush=True)  # fmt: skip
+            print(f"load average after round {round_ + 1}: {load_average()}", flush=True)
     finally:
-        for kind, server in servers.items():
-            exits[kind] = server.stop()
-    print_report(runs, {k: s.peak for k, s in servers.items()}, exits, args)
+        for kind, target in targets.items():
+            exits[kind] = target.stop()
+    peaks = {k: t.peak for k, t in targets.items()}
+    print(f"\n{args.rounds} rounds × {args.seconds} s per scenario and target, wrk -t2 "
+          f"-c{CONNECTIONS}; median (min–max)")  # fmt: skip
+    print_table(runs, peaks, exits)
+    for api in ("api", "baseline"):
+        if api in kinds:
+            print_targets(runs, peaks, api)
     return 0
-
-
-def _spread(values: list[float], fmt: str) -> str:
-    """`median (min–max)` of the runs."""
-    return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}–{format(max(values), fmt)})"
-
-
-def print_report(runs: dict, peaks: dict, exits: dict, args) -> None:
-    """Median and spread over the rounds; shares of the ceiling are taken round by round."""
-    ceiling = runs["ceiling"]
-    print(f"\n{args.rounds} rounds × {args.seconds} s per scenario and target, wrk -t1 -c16; "
-          "median (min–max)")  # fmt: skip
-    print(f"{'target':<9}{'scenario':<9}{'req/s':<20}{'p50 ms':<20}{'p99 ms':<20}"
-          f"{'% of ceiling':<16}{'non-2xx':>7}")  # fmt: skip
-    for kind, scenarios in runs.items():
-        for scenario, results in scenarios.items():
-            shares = [
-                r["rps"] / c["rps"] * 100 for r, c in zip(results, ceiling[scenario], strict=True)
-            ]
-            errors = sum(r["errors"] for r in results)
-            print(f"{kind:<9}{scenario:<9}{_spread([r['rps'] for r in results], '.0f'):<20}"
-                  f"{_spread([r['p50'] for r in results], '.2f'):<20}"
-                  f"{_spread([r['p99'] for r in results], '.1f'):<20}"
-                  f"{_spread(shares, '.0f'):<16}{errors:>7}")  # fmt: skip
-        line = f"{kind:<9}peak RSS {peaks[kind]:.0f} MiB; exit code after SIGTERM {exits[kind]}"
-        if "deep" in scenarios and "list" in scenarios:
-            ratios = [
-                d["p50"] / f["p50"]
-                for d, f in zip(scenarios["deep"], scenarios["list"], strict=True)
-            ]
-            line += f"; deep/first p50 {_spread(ratios, '.2f')}"
-        print(line)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
 """The ceiling of this machine for the read API: a bare ASGI app, one asyncpg query, same bytes.
 
-Run by `benchmarks/api.py` under uvicorn (uvloop, httptools) like the API. Paths: /list, /deep
-(the queries of BENCH_LIST / BENCH_DEEP, JSON [sql, args]) and /one/<id>.
+Run by `benchmarks/api.py` under uvicorn (uvloop, httptools). Paths: /list/<n> (the n-th list of
+BENCH_LISTS, JSON list of API parameters), /deep (BENCH_DEEP) and /one/<id>.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import asyncpg
 
@@ -18,17 +19,28 @@ from services.api.queries import list_sql, service_orders_list
 
 _pool: asyncpg.Pool | None = None
 _QUERIES: dict[str, tuple[str, list]] = {}
-_ONE = f"SELECT doc_v1 FROM {ORDERS} WHERE tenant = $1 AND id = $2"
+ONE = f"SELECT doc_v1 FROM {ORDERS} WHERE tenant = $1 AND id = $2"
 _HEADERS = [(b"content-type", b"application/json")]
 
 
-def _prepare() -> None:
-    """The SQL of each list, built once (the ceiling does no per-request Python but the join)."""
+def queries() -> dict[str, tuple[str, list[Any]]]:
+    """The SQL of each list (`list0`…, `deep`), built once as the API builds it."""
     secret = os.environ["ORDERVIEW_CURSOR_SECRET"].encode()
-    for name in ("list", "deep"):
-        params = {k: [v] for k, v in json.loads(os.environ[f"BENCH_{name.upper()}"]).items()}
-        query = service_orders_list(os.environ["BENCH_TENANT"], params, secret)
-        _QUERIES[name] = list_sql(query)
+    tenant = os.environ["BENCH_TENANT"]
+    lists = json.loads(os.environ["BENCH_LISTS"])
+    named = {f"list{n}": p for n, p in enumerate(lists)} | {
+        "deep": json.loads(os.environ["BENCH_DEEP"])
+    }
+    return {
+        name: list_sql(service_orders_list(tenant, {k: [v] for k, v in params.items()}, secret))
+        for name, params in named.items()
+    }
+
+
+def page_body(rows: list) -> bytes:
+    """The page the API sends for these rows (limit + 1 fetched), its pagination left empty."""
+    docs = b",".join(splice(r[2]) for r in rows[:25])  # same bytes as the API
+    return b'{"data":[%s],"meta":{"request_id":"req_x","pagination":{}}}' % docs
 
 
 async def app(scope, receive, send) -> None:
@@ -41,10 +53,11 @@ async def app(scope, receive, send) -> None:
                 _pool = await create_pool(
                     os.environ["ORDERVIEW_DATABASE_URL"],
                     name="ceiling",
+                    min_size=10,  # whole from the start: a full server refuses now, not mid-run
                     max_size=10,
                     read_only=True,
                 )
-                _prepare()
+                _QUERIES.update(queries())
                 await send({"type": "lifespan.startup.complete"})
             else:
                 await _pool.close()
@@ -52,12 +65,10 @@ async def app(scope, receive, send) -> None:
                 return
     path = scope["path"]
     if path.startswith("/one/"):
-        doc = await _pool.fetchval(_ONE, os.environ["BENCH_TENANT"], int(path[5:]))
+        doc = await _pool.fetchval(ONE, os.environ["BENCH_TENANT"], int(path[5:]))
         body = b'{"data":%s,"meta":{"request_id":"req_x"}}' % doc
     else:
-        sql, args = _QUERIES[path[1:]]
-        rows = await _pool.fetch(sql, *args)
-        docs = b",".join(splice(r[2]) for r in rows[:25])  # same bytes as the API
-        body = b'{"data":[%s],"meta":{"request_id":"req_x","pagination":{}}}' % docs
+        sql, args = _QUERIES[path[1:].replace("/", "")]
+        body = page_body(await _pool.fetch(sql, *args))
     await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
     await send({"type": "http.response.body", "body": body})

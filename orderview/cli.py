@@ -80,7 +80,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     """Serve the read API."""
     from services.api.server import serve
 
-    return serve(settings, host=args.host, port=args.port, workers=args.workers, server=args.server)
+    return serve(settings, host=args.host, port=args.port, workers=args.workers)
 
 
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
@@ -102,6 +102,20 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from services.dev import dev_command
 
     return dev_command(settings, args)
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    """Streams, consumers, dead letters and the read model at a glance."""
+    from services.status import status_command
+
+    return status_command(settings, args, _run)
+
+
+def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    """List, show, replay or drop dead letters."""
+    from services.dlq import dlq_command
+
+    return dlq_command(settings, args, _run)
 
 
 # ---- parser ------------------------------------------------------------------------------------
@@ -127,10 +141,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument(
-        "--server", choices=("granian", "uvicorn"), default="granian",
-        help="the HTTP server (default granian; uvicorn with uvloop and httptools as a fallback)",
-    )  # fmt: skip
     p = add("keys", cmd_keys, "create or revoke API keys")
     keys = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = keys.add_parser("create", help="create a key; prints the plaintext key last")
@@ -151,6 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--port", type=int, default=None, help="API port (default 8000, else a free one)"
     )
+    p = add(
+        "status",
+        cmd_status,
+        "streams, consumers, dead letters and the read model; exit 1 when a stream has no live consumer",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    from services.dlq import add_parser as add_dlq
+
+    add_dlq(sub, cmd_dlq)
     return parser
 
 

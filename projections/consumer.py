@@ -21,6 +21,7 @@ import redis.exceptions
 from projections import metrics
 from projections.events import Event, PoisonEvent, decode_event
 from projections.fold import Plan
+from projections.progress import Progress
 from projections.writer import DeadLetters, Turn, apply_batch, mark_published
 
 log = logging.getLogger("orderview.consumer")
@@ -139,6 +140,7 @@ class StreamConsumer:
         self._retrying: set[bytes] = set()  # held entries a batch in flight is retrying
         self._in_flight: set[bytes] = set()  # entries of the batches in flight
         self._group_ready = False
+        self.progress = Progress(stream, options.consumer)
 
     # ---- Redis -------------------------------------------------------------------------
 
@@ -230,13 +232,14 @@ class StreamConsumer:
         if not done:
             return
         pipe = self.redis.pipeline(transaction=False)
-        for entry_id in sorted(publish):
+        order = sorted(publish)
+        for entry_id in order:
             fields = {"event": raws[entry_id], "error": _dlq_error(dead[entry_id])}
             pipe.xadd(dlq_key(self.stream), {**fields, "stream": self.stream, "entry_id": entry_id})
         pipe.xack(self.stream, self.options.group, *done)
-        await pipe.execute()
+        replies = await pipe.execute()
         if publish:
-            await mark_published(self.pool, self.stream, publish)
+            await mark_published(self.pool, self.stream, dict(zip(order, replies, strict=False)))
 
     # ---- one batch ---------------------------------------------------------------------
 
@@ -260,7 +263,7 @@ class StreamConsumer:
             return dead
 
         lease = max(self.options.claim_idle_ms / 1000, MIN_LEASE_SECONDS)
-        spec = DeadLetters(self.stream, self.options.consumer, lease, choose)
+        spec = DeadLetters(self.stream, self.options.consumer, lease, choose, raws)
         self._retrying |= retried
         try:
             plan, dead, leased = await apply_batch(
@@ -269,6 +272,7 @@ class StreamConsumer:
             await self.settle(plan, dead, leased, raws)
         finally:
             self._retrying -= retried
+        self.progress.applied([candidates[e].at for e in plan.applied])
         still_held = set(plan.held) - set(dead)
         for entry_id in retried - still_held:
             self.held.pop(entry_id, None)
@@ -353,6 +357,10 @@ class StreamConsumer:
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+        try:
+            await self.progress.stopped(self.pool)
+        except TRANSIENT as exc:  # status sees it gone when its heartbeat is stale instead
+            log.warning("stop not recorded", extra={"stream": self.stream, "error": repr(exc)})
 
     async def _pipeline(self, stopping: asyncio.Event, backlog: deque[Batch]) -> None:
         """Read batch k+1 and fold it while batch k is written, until stopping or a failure.
@@ -405,6 +413,7 @@ class StreamConsumer:
     async def _next_batch(self, stopping: asyncio.Event) -> Batch | None:
         """Reclaimed or newly read entries (plus a retry of held gaps), or None when stopping."""
         await self.touch_held()
+        await self.progress.beat(self.pool)
         entries = await self.reclaim()
         if not entries:
             entries = await self._read_unless_stopped(stopping)

@@ -14,6 +14,9 @@ MIGRATIONS = f"{SERVICE_SCHEMA}.schema_migrations"
 API_KEYS = f"{SERVICE_SCHEMA}.api_keys"
 TENANT_FEATURES = f"{SERVICE_SCHEMA}.tenant_features"
 DEAD_LETTERS = f"{SERVICE_SCHEMA}.dead_letters"
+CONSUMERS = f"{SERVICE_SCHEMA}.consumers"
+# Written by `orderview rebuild` (branch rebuild) when it exists; `orderview status` reads it.
+REBUILDS = f"{SERVICE_SCHEMA}.rebuilds"
 
 # Placeholders the migration files use, e.g. `${orders}`.
 NAMES = {
@@ -24,4 +27,5 @@ NAMES = {
     "api_keys": API_KEYS,
     "tenant_features": TENANT_FEATURES,
     "dead_letters": DEAD_LETTERS,
+    "consumers": CONSUMERS,
 }

@@ -149,8 +149,9 @@ WHERE o.seq < EXCLUDED.seq
 
 # Take the right to publish dead letters: new rows, our own (a retry), or stale leases.
 _LEASE_DEAD_LETTERS = f"""
-INSERT INTO {DEAD_LETTERS} AS d (stream, entry_id, error, lease_owner)
-SELECT $1, u.entry_id, u.error, $2 FROM unnest($3::text[], $4::text[]) AS u (entry_id, error)
+INSERT INTO {DEAD_LETTERS} AS d (stream, entry_id, error, lease_owner, event)
+SELECT $1, u.entry_id, u.error, $2, u.event
+FROM unnest($3::text[], $4::text[], $6::bytea[]) AS u (entry_id, error, event)
 ON CONFLICT (stream, entry_id) DO UPDATE SET lease_owner = EXCLUDED.lease_owner, lease_at = now()
 WHERE d.published_at IS NULL
   AND (d.lease_owner = EXCLUDED.lease_owner OR d.lease_at < now() - make_interval(secs => $5))
@@ -161,7 +162,9 @@ SELECT entry_id FROM {DEAD_LETTERS}
 WHERE stream = $1 AND entry_id = ANY($2::text[]) AND published_at IS NOT NULL
 """
 _MARK_PUBLISHED = f"""
-UPDATE {DEAD_LETTERS} SET published_at = now() WHERE stream = $1 AND entry_id = ANY($2::text[])
+UPDATE {DEAD_LETTERS} d SET published_at = now(), dlq_id = u.dlq_id
+FROM unnest($2::text[], $3::text[]) AS u (entry_id, dlq_id)
+WHERE d.stream = $1 AND d.entry_id = u.entry_id
 """
 
 # Errors after which the same batch is simply tried again.
@@ -264,6 +267,8 @@ class DeadLetters(msgspec.Struct):
     lease_seconds: float
     # Given the plan, the entries to dead-letter: {entry id: error}.
     choose: Any
+    # The `event` value of every entry, as received, stored in the ledger with its dead letter.
+    raws: dict[bytes, bytes] = {}
 
 
 async def lease_dead_letters(
@@ -273,7 +278,8 @@ async def lease_dead_letters(
     The others are being published by another live consumer, which will acknowledge them."""
     ids = sorted(dead)
     texts = [i.decode() for i in ids]
-    args = (spec.stream, spec.owner, texts, [dead[i] for i in ids], spec.lease_seconds)
+    events = [spec.raws.get(i, b"") for i in ids]
+    args = (spec.stream, spec.owner, texts, [dead[i] for i in ids], spec.lease_seconds, events)
     publish = {r[0].encode() for r in await conn.fetch(_LEASE_DEAD_LETTERS, *args)}
     published: set[bytes] = set()
     if len(publish) < len(ids):
@@ -281,9 +287,16 @@ async def lease_dead_letters(
     return publish, published
 
 
-async def mark_published(pool: asyncpg.Pool, stream: str, ids: set[bytes]) -> None:
-    """Record that these dead letters are in the dead-letter stream."""
-    await pool.execute(_MARK_PUBLISHED, stream, [i.decode() for i in ids])
+async def mark_published(pool: asyncpg.Pool, stream: str, dlq_ids: dict[bytes, bytes]) -> None:
+    """Record that these dead letters are in the dead-letter stream: {entry id: its dlq id}."""
+    ids = sorted(dlq_ids)
+    await pool.execute(
+        _MARK_PUBLISHED, stream, [i.decode() for i in ids], [_text(dlq_ids[i]) for i in ids]
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class Superseded(Exception):

@@ -9,7 +9,7 @@ import signal
 from prometheus_client import start_http_server
 
 from orderview.db import create_pool, create_redis
-from orderview.settings import Settings
+from orderview.settings import Settings, SettingsError
 from projections.consumer import Options, StreamConsumer
 
 log = logging.getLogger("orderview.projector")
@@ -27,6 +27,17 @@ def options_from(settings: Settings) -> Options:
     )
 
 
+def serve_metrics(port: int) -> None:
+    """Serve Prometheus metrics on `port`; a port already taken stops the process (exit 2)."""
+    try:
+        start_http_server(port)
+    except OSError as exc:
+        raise SettingsError(
+            f"ORDERVIEW_METRICS_PORT {port} cannot be served ({exc.strerror}): another projector "
+            "on this host? set another port, or 0 for none"
+        ) from None
+
+
 async def run_projector(settings: Settings, stopping: asyncio.Event | None = None) -> None:
     """Project every configured stream until SIGTERM/SIGINT (or `stopping`), then exit cleanly."""
     if stopping is None:
@@ -35,7 +46,7 @@ async def run_projector(settings: Settings, stopping: asyncio.Event | None = Non
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
     if settings.metrics_port:
-        start_http_server(settings.metrics_port)
+        serve_metrics(settings.metrics_port)
     pool = await create_pool(
         settings.require("database_url"), name="projector", max_size=2 * len(settings.streams) + 1
     )

@@ -29,12 +29,14 @@ class _Route(msgspec.Struct):
 _route = msgspec.json.Decoder(_Route)
 
 
-def route(streams: tuple[str, ...], line: bytes) -> str:
-    """The stream of one JSON line; lines that cannot be routed go to the first stream."""
+def route(streams: tuple[str, ...], line: bytes, unroutable: str | None = None) -> str:
+    """The stream of one JSON line; lines that cannot be routed go to `unroutable`, by default
+    the first stream."""
     try:
         r = _route.decode(line)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return streams[0]  # valid JSON, invalid envelope: the projector will dead-letter it
+        # valid JSON, invalid envelope: the projector will dead-letter it
+        return streams[0] if unroutable is None else unroutable
     return stream_for(streams, r.tenant, r.type.partition(".")[0], r.aggregate_id)
 
 

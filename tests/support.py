@@ -23,9 +23,13 @@ from services.publish import publish
 ORDERVIEW = str(Path(sys.executable).with_name("orderview"))
 
 
-def run_orderview(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def run_orderview(
+    env: dict[str, str], *args: str, stdin: int | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run `orderview ARGS` to completion with `env`; its output captured as text."""
-    return subprocess.run([ORDERVIEW, *args], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [ORDERVIEW, *args], env=env, capture_output=True, text=True, timeout=60, stdin=stdin
+    )
 
 
 async def publish_lines(

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -16,17 +16,16 @@ from orderview.settings import Settings
 from services.api import errors, handlers, openapi
 from services.api.auth import KeyCache
 from services.api.cache import DocumentCache
-from services.api.direct import Direct
-from services.api.edge import Drain, Edge
+from services.api.edge import Edge
 from services.api.listener import Listener
 
 log = logging.getLogger("orderview.api")
 
 
-def create_app(settings: Settings) -> Edge:
-    """The ASGI application of the read API (the Litestar app inside `.app`)."""
+def create_app(settings: Settings, on_startup: Sequence[Callable[[], None]] = ()) -> Edge:
+    """The ASGI application of the read API (the Litestar app inside `.app`); `on_startup` runs
+    at the start of its lifespan."""
     secret = settings.require("cursor_secret").encode()
-    drain = Drain()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -50,7 +49,11 @@ def create_app(settings: Settings) -> Edge:
         try:
             yield
         finally:
+            # Under granian this runs once the worker has stopped accepting and answered every
+            # request it had read: the drain is over when the pool closes.
+            log.info("api worker drained")
             warm.cancel()
+            await asyncio.wait([warm])  # its connections released before the pool closes
             if feed is not None:
                 feed.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -62,13 +65,14 @@ def create_app(settings: Settings) -> Edge:
     app = Litestar(
         route_handlers=[*handlers.ROUTES, openapi.docs_assets()],
         lifespan=[lifespan],
+        on_startup=list(on_startup),
         exception_handlers=errors.HANDLERS,  # type: ignore[arg-type]
         openapi_config=openapi.openapi_config(),
         plugins=[openapi.MoneyAsNumber()],
-        state=State({"secret": secret, "settings": settings, "drain": drain}),
+        state=State({"secret": secret, "settings": settings}),
         logging_config=None,
     )
-    return Edge(app, drain, Direct(app.state))
+    return Edge(app)
 
 
 def document_cache(settings: Settings) -> tuple[DocumentCache | None, Listener | None]:
@@ -91,10 +95,13 @@ def document_cache(settings: Settings) -> tuple[DocumentCache | None, Listener |
 async def _warm(pool, size: int) -> None:
     """Open `size` connections ahead of traffic, retrying quietly until PostgreSQL answers."""
     while True:
+        conns = []
         try:
-            conns = [await pool.acquire() for _ in range(min(size, pool.get_max_size()))]
-            for conn in conns:
-                await pool.release(conn)
+            for _ in range(min(size, pool.get_max_size())):
+                conns.append(await pool.acquire())
             return
         except Exception:  # unreachable for now; requests will say so
             await asyncio.sleep(1)
+        finally:  # a stop during the warm-up must not leave connections held: close would wait
+            for conn in conns:
+                await pool.release(conn)

@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterable
 
 import asyncpg
-from litestar import Request
 from msgspec import Struct
 from prometheus_client import Counter
 
@@ -23,7 +22,6 @@ from projections.tables import API_KEYS, TENANT_FEATURES
 
 SCOPES = ("service_orders", "orders:read")
 FEATURES = ("service_orders",)  # the tenant features some endpoint checks
-TENANT_KEY = "orderview.tenant"
 _BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9._~+/=-]{1,256})")
 _LOOKUP = f"""
 SELECT k.tenant, k.scopes,
@@ -124,18 +122,6 @@ async def tenant_of(cache: KeyCache, headers: Iterable[tuple[bytes, bytes]], acc
             "feature_disabled", f"the `{feature}` feature is not enabled for this tenant"
         )
     return grant.tenant
-
-
-async def authorize(request: Request) -> None:
-    """Before every API handler of Litestar: the tenant of the key, for the route's access.
-
-    A before-request hook rather than a guard: Litestar copies the route handler for every guard
-    call, a cost on every request that a hook does not have. It runs at the same point (before
-    any parameter is parsed) and its exceptions meet the same handlers.
-    """
-    access = request.route_handler.opt["route"].access
-    tenant = await tenant_of(request.app.state.key_cache, request.scope["headers"], access)
-    request.scope[TENANT_KEY] = tenant  # type: ignore[literal-required]
 
 
 def _authorization(headers: Iterable[tuple[bytes, bytes]]) -> str | None:

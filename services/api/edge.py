@@ -1,6 +1,7 @@
-"""The ASGI layer around the application: request ids, request metrics and the draining flag.
+"""The ASGI layer around the Litestar app: request ids and request metrics, for every response.
 
-It hands the requests `direct.py` serves to it, and everything else to the Litestar app.
+A plain ASGI wrapper rather than Litestar middleware, because Litestar's middleware runs for routed
+requests only: a 404, a 405 or a refused Host header must carry the request id and be counted too.
 """
 
 from __future__ import annotations
@@ -9,14 +10,10 @@ import random
 import re
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api import metrics
-
-if TYPE_CHECKING:
-    from services.api.direct import Direct
 
 REQUEST_ID = "orderview.request_id"
 _WELL_FORMED = re.compile(rb"[A-Za-z0-9._-]{1,128}")
@@ -33,23 +30,11 @@ def request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
     return f"req_{random.getrandbits(96):024x}"
 
 
-class Drain:
-    """Set once the process is shutting down: readiness answers 503 from then on."""
-
-    def __init__(self) -> None:
-        self.draining = False
-
-    def start(self) -> None:
-        self.draining = True
-
-
 class Edge:
     """Wraps the app: assigns the request id, echoes it in a header, times every request."""
 
-    def __init__(self, app: ASGIApp, drain: Drain, direct: Direct | None = None) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.drain = drain
-        self.direct = direct
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,26 +44,21 @@ class Edge:
         scope[REQUEST_ID] = rid  # type: ignore[literal-required]
         status = 500
         started = time.perf_counter()
-        matched = self.direct.match(scope) if self.direct is not None else None
+        header = (b"x-request-id", rid.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *(h for h in message.get("headers", ()) if h[0].lower() != b"x-request-id"),
+                    header,
+                ]
+            await send(message)
+
         try:
-            if matched is not None:
-                route, order_id = matched
-                scope["path_template"] = route.template
-                status = await self.direct.serve(scope, route, order_id, rid, send)  # type: ignore[union-attr]
-                return
-            header = (b"x-request-id", rid.encode())
-
-            async def send_with_id(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                    message["headers"] = [
-                        *(h for h in message.get("headers", ()) if h[0].lower() != b"x-request-id"),
-                        header,
-                    ]
-                await send(message)
-
             await self.app(scope, receive, send_with_id)
         finally:
+            # Litestar's router puts the matched route's template in the scope (HTTPScope).
             route_label = scope.get("path_template") or "unmatched"
             metrics.observe(route_label, scope["method"], status, time.perf_counter() - started)

@@ -1,7 +1,8 @@
 """Exceptions to error responses, in the shape of the dialect whose path was requested.
 
-`problem_of` decides what an exception means (status, code, message, parameter); Litestar's
-exception handlers and the direct path (`direct.py`) both render it with `error_document`.
+`problem_of` decides what an exception means (status, code, message, parameter); `error_document`
+renders it. Litestar calls `_respond` for every exception: the API's own, a 404 or 405 of its
+router, a refused Host header.
 """
 
 from __future__ import annotations

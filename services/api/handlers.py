@@ -1,46 +1,54 @@
-"""Route handlers: parse, query, respond. Everything else lives in the modules they call."""
+"""Route handlers. Every API request takes one path, `respond`; the handlers only declare routes.
+
+`respond` is the order in which a request is checked and answered, the same for all four endpoints:
+parse -> authorize (key, scope, feature) -> [freshness wait] -> query -> ETag / 304 -> respond.
+A step added there is added for every endpoint. Errors are raised, never returned: Litestar's
+exception handlers (`errors.py`) render them in the dialect of the path.
+"""
 
 from __future__ import annotations
 
 import asyncio
 
 from litestar import MediaType, Request, Response, get
-from litestar.params import FromPath
+from litestar.response.base import ASGIResponse
 
 from services.api import metrics, openapi, routes, schemas
-from services.api.auth import TENANT_KEY, authorize
+from services.api.auth import tenant_of
 from services.api.cache import for_request
 from services.api.edge import REQUEST_ID
+from services.api.etags import none_match
 from services.api.read import Call
 
-_V1 = {
-    "before_request": authorize,
-    "security": openapi.SECURITY,
-    "responses": openapi.SERVICE_ORDER_ERRORS,
-    "tags": ["service orders"],
-}
-_V2 = {
-    "before_request": authorize,
-    "security": openapi.SECURITY,
-    "responses": openapi.ORDER_ERRORS,
-    "tags": ["orders and bookings"],
-}
+# A shared cache must never hand one tenant's order to another; a private one revalidates.
+_PRIVATE = {"cache-control": "private, no-cache"}
+_V1 = {"security": openapi.SECURITY, "tags": ["service orders"]}
+_V2 = {"security": openapi.SECURITY, "tags": ["orders and bookings"]}
 
 
 def _json(body: bytes, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type=MediaType.JSON)
 
 
-async def _answer(request: Request, order_id: str = "") -> Response:
-    """The route's answer to an authorized request (the same one `direct.py` gives)."""
-    scope, state = request.scope, request.app.state
-    route: routes.Route = request.route_handler.opt["route"]
+async def respond(request: Request, route: routes.Route, order_id: str = "") -> ASGIResponse:
+    """An API request from start to answer (one place for every endpoint)."""
+    state, scope = request.app.state, request.scope
+    # parse: the query parameters as given (each answer validates its own, naming the parameter)
     params = request.query_params.dict()
+    # authorize: 401 unauthorized, then 403 insufficient_scope, then 403 feature_disabled
+    tenant = await tenant_of(state.key_cache, scope["headers"], route.access)
+    # [freshness: the X-Min-Position wait goes here, after every access check]
+    # query: the parameters checked (400), the SQL run, the documents rendered (404 if none)
+    # the document cache answers a get unless the request asks for a position (see cache.py)
     cache = for_request(state.cache, scope["headers"])
-    call = Call(
-        state.pool, state.secret, scope[TENANT_KEY], params, scope[REQUEST_ID], order_id, cache
-    )  # type: ignore[misc]
-    return _json(await route.answer(call))
+    call = Call(state.pool, state.secret, tenant, params, scope[REQUEST_ID], order_id, cache)  # type: ignore[misc]
+    reply = await route.answer(call)
+    # conditional: the caller already holds these bytes (weak comparison, `*`, lists of tags)
+    headers = {"etag": reply.etag, **_PRIVATE}
+    if none_match(request.headers.get("if-none-match"), reply.etag):
+        return ASGIResponse(status_code=304, headers=headers)
+    # respond: the rendered bytes as they are (Litestar's low-level response: nothing to serialise)
+    return ASGIResponse(body=reply.body, media_type=MediaType.JSON, headers=headers)
 
 
 # ---- dialect 1 -----------------------------------------------------------------------------------
@@ -50,24 +58,22 @@ async def _answer(request: Request, order_id: str = "") -> Response:
     routes.SERVICE_ORDERS.path,
     summary="List service orders",
     operation_class=openapi.with_parameters(openapi.SERVICE_ORDER_LIST),
-    opt={"route": routes.SERVICE_ORDERS},
+    responses=openapi.ok(schemas.ServiceOrderList) | openapi.SERVICE_ORDER_ERRORS,
     **_V1,
 )
-async def list_service_orders(request: Request) -> Response[schemas.ServiceOrderList]:
-    return await _answer(request)
+async def list_service_orders(request: Request) -> ASGIResponse:
+    return await respond(request, routes.SERVICE_ORDERS)
 
 
 @get(
     routes.SERVICE_ORDER.path,
     summary="Get one service order",
     operation_class=openapi.with_parameters(openapi.SERVICE_ORDER_ONE),
-    opt={"route": routes.SERVICE_ORDER},
+    responses=openapi.ok(schemas.ServiceOrderOne) | openapi.SERVICE_ORDER_ERRORS,
     **_V1,
 )
-async def get_service_order(
-    request: Request, order_id: FromPath[str]
-) -> Response[schemas.ServiceOrderOne]:
-    return await _answer(request, order_id)
+async def get_service_order(request: Request) -> ASGIResponse:
+    return await respond(request, routes.SERVICE_ORDER, request.path_params["order_id"])
 
 
 # ---- dialect 2 -----------------------------------------------------------------------------------
@@ -77,16 +83,22 @@ async def get_service_order(
     routes.ORDERS.path,
     summary="List orders and bookings",
     operation_class=openapi.with_parameters(openapi.ORDER_LIST),
-    opt={"route": routes.ORDERS},
+    responses=openapi.ok(schemas.OrderList) | openapi.ORDER_ERRORS,
     **_V2,
 )
-async def list_orders(request: Request) -> Response[schemas.OrderList]:
-    return await _answer(request)
+async def list_orders(request: Request) -> ASGIResponse:
+    return await respond(request, routes.ORDERS)
 
 
-@get(routes.ORDER.path, summary="Get one order or booking", opt={"route": routes.ORDER}, **_V2)
-async def get_order(request: Request, order_id: FromPath[str]) -> Response[schemas.OrderOne]:
-    return await _answer(request, order_id)
+@get(
+    routes.ORDER.path,
+    summary="Get one order or booking",
+    operation_class=openapi.with_parameters([]),
+    responses=openapi.ok(schemas.OrderOne) | openapi.ORDER_ERRORS,
+    **_V2,
+)
+async def get_order(request: Request) -> ASGIResponse:
+    return await respond(request, routes.ORDER, request.path_params["order_id"])
 
 
 # ---- operations ----------------------------------------------------------------------------------
@@ -97,11 +109,10 @@ async def live() -> Response[dict[str, str]]:
     return _json(b'{"status":"live"}')
 
 
-@get("/health/ready", tags=["operations"], summary="200 when PostgreSQL answers and not draining")
+# Not ready while shutting down: from the stop signal on, the server accepts no new connection.
+@get("/health/ready", tags=["operations"], summary="200 when PostgreSQL answers, else 503")
 async def ready(request: Request) -> Response[dict[str, str]]:
     state = request.app.state
-    if state.drain.draining:
-        return _json(b'{"status":"draining"}', 503)
     try:
         async with asyncio.timeout(2):
             await state.pool.fetchval("SELECT 1")

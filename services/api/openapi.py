@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from http import HTTPStatus
 from importlib import resources
 from typing import Any
 
@@ -47,6 +48,13 @@ Walking every page returns each matching order exactly once, in order, even whil
 change. String sorts are by code point; nulls sort last in both directions; ties break by order
 id in the sort's direction.
 
+Every 200 carries a weak `ETag` that changes whenever anything in the body but the request id
+would (an order's version and its participant's copy for a get; the page's orders, `has_more` and
+the cursor for a list) and `Cache-Control: private, no-cache`. A request whose `If-None-Match`
+matches it (weak comparison; `*` and lists of tags allowed; a malformed header matches nothing) is
+answered 304 with no body, the same `ETag` and `X-Request-ID`, after every access check: a 304 is
+never given where the answer would be a 400, 401, 403 or 404.
+
 Where the source APIs are silent: unknown query parameters are ignored; a parameter given twice is
 a 400 (except `status` of service orders, whose values are combined); integer parameters are
 64-bit; exact-match strings are at most 1000 characters; a date-time without an offset is UTC;
@@ -56,6 +64,15 @@ money is a JSON number with 2 fractional digits, `tax_rate` a JSON number.
 
 def _query(name: str, description: str, schema: Schema) -> Parameter:
     return Parameter(name=name, param_in="query", description=description, schema=schema)
+
+
+# On every endpoint (added by `with_parameters`).
+IF_NONE_MATCH = Parameter(
+    name="If-None-Match",
+    param_in="header",
+    description="The ETag of an earlier 200 (or `*`, or a list): a 304 with no body if unchanged.",
+    schema=Schema(type=OpenAPIType.STRING),
+)
 
 
 _STRING = Schema(type=OpenAPIType.STRING)
@@ -145,7 +162,7 @@ def with_parameters(parameters: list[Parameter]) -> type[Operation]:
     @dataclass
     class Documented(Operation):
         def __post_init__(self) -> None:
-            self.parameters = [*(self.parameters or []), *parameters]
+            self.parameters = [*(self.parameters or []), *parameters, IF_NONE_MATCH]
 
     return Documented
 
@@ -166,6 +183,20 @@ def _errors(container: type) -> dict[int, ResponseSpec]:
 
 SERVICE_ORDER_ERRORS = _errors(schemas.ServiceOrderError)
 ORDER_ERRORS = _errors(schemas.OrderError)
+
+
+def ok(container: type) -> dict[int, ResponseSpec]:
+    """The 200 of a handler that answers with raw bytes (`ASGIResponse`, which has no schema)."""
+    described = HTTPStatus.OK.description  # as Litestar describes a 200 it documents itself
+    return {
+        200: ResponseSpec(data_container=container, description=described, generate_examples=False),
+        304: ResponseSpec(
+            data_container=None,
+            description="Not modified: the If-None-Match tag matches (no body; ETag repeated)",
+        ),
+    }
+
+
 SECURITY = [{"bearer": []}]
 
 

@@ -1,8 +1,7 @@
 """The imperative shell of the read API: run a query, cut the page, render its documents.
 
-The four answers below are the API endpoints apart from whichever layer serves them (Litestar's
-handlers or the direct ASGI path in `direct.py`): the tenant is already known, the result is the
-response body.
+The four answers below are the API endpoints once the request is authorized (`handlers.respond`):
+the tenant is already known, the result is the response body.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ from msgspec import Struct
 
 from services.api import queries, schemas
 from services.api.cache import DocumentCache
+from services.api.etags import etag_of
 
 
 class OrderNotFound(Exception):
@@ -69,7 +69,7 @@ async def fetch_one(
 
 
 class Call(Struct, frozen=True):
-    """One authorized request to an endpoint, whichever layer received it."""
+    """One authorized request to an endpoint."""
 
     pool: asyncpg.Pool
     secret: bytes
@@ -80,35 +80,48 @@ class Call(Struct, frozen=True):
     cache: DocumentCache | None = None  # None: read PostgreSQL (no cache, or X-Min-Position)
 
 
-Answer = Callable[[Call], Awaitable[bytes]]
+class Reply(Struct, frozen=True):
+    """An endpoint's 200: the body, and its weak ETag (of everything in it but the request id)."""
+
+    body: bytes
+    etag: str
 
 
-async def service_orders(call: Call) -> bytes:
+Answer = Callable[[Call], Awaitable[Reply]]
+
+
+def _page_etag(page: Page, limit: int) -> str:
+    """A page's tag: its orders as rendered (each order's version), its limit and its cursor."""
+    return etag_of([*page.docs, str(limit).encode(), (page.next_cursor or "").encode()])
+
+
+async def service_orders(call: Call) -> Reply:
     """`GET /api/v1/service-orders`."""
     query = queries.service_orders_list(call.tenant, call.params, call.secret)
     page = await fetch_page(call.pool, query, call.secret)
-    return schemas.service_orders_page(page.docs, call.request_id, query.limit, page.next_cursor)
+    body = schemas.service_orders_page(page.docs, call.request_id, query.limit, page.next_cursor)
+    return Reply(body, _page_etag(page, query.limit))
 
 
-async def service_order(call: Call) -> bytes:
+async def service_order(call: Call) -> Reply:
     """`GET /api/v1/service-orders/{id}`."""
     query = queries.service_order_get(call.tenant, call.order_id, call.params)
     doc = await fetch_one(call.pool, query, call.cache)
     if doc is None:
         raise OrderNotFound
-    return schemas.service_order_one(doc, call.request_id)
+    return Reply(schemas.service_order_one(doc, call.request_id), etag_of([doc]))
 
 
-async def orders(call: Call) -> bytes:
+async def orders(call: Call) -> Reply:
     """`GET /v1/orders`."""
     query = queries.orders_list(call.tenant, call.params, call.secret)
     page = await fetch_page(call.pool, query, call.secret)
-    return schemas.orders_page(page.docs, page.next_cursor)
+    return Reply(schemas.orders_page(page.docs, page.next_cursor), _page_etag(page, query.limit))
 
 
-async def order(call: Call) -> bytes:
+async def order(call: Call) -> Reply:
     """`GET /v1/orders/{id}`."""
     doc = await fetch_one(call.pool, queries.order_get(call.tenant, call.order_id), call.cache)
     if doc is None:
         raise OrderNotFound
-    return schemas.order_one(doc)
+    return Reply(schemas.order_one(doc), etag_of([doc]))

@@ -25,6 +25,10 @@ OVERLAYS = sorted(
 KUBERNETES_VERSION = "1.37.0"
 KEDA_VERSION = "2.18"
 KEDA_SCHEMA = KUBERNETES / "schemas" / f"keda-{KEDA_VERSION}" / "scaledobject_v1alpha1.json"
+# The openAPIV3Schema of prometheus-operator's PrometheusRule CRD (example/prometheus-operator-crd).
+PROMETHEUS_RULE_SCHEMA = (
+    KUBERNETES / "schemas" / "prometheus-operator-0.93" / "prometheusrule_v1.json"
+)
 
 Manifest = dict[str, Any]
 

@@ -24,6 +24,7 @@ from tests.deploy.conftest import (
 CUSTOM_KINDS = {
     ("keda.sh/v1alpha1", "ScaledObject"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),  # tests/deploy/test_alerts.py
 }
 
 

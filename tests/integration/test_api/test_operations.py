@@ -24,15 +24,6 @@ async def test_liveness_and_readiness_answer_200_with_postgresql_up(loaded, clie
     assert (await client.get("/health/ready")).status_code == 200
 
 
-async def test_readiness_is_503_while_draining(loaded, app, client):
-    app.drain.start()
-    try:
-        assert (await client.get("/health/ready")).status_code == 503
-        assert (await client.get("/health/live")).status_code == 200
-    finally:
-        app.drain.draining = False
-
-
 async def test_an_unreachable_postgresql_is_503_not_500(database_url, redis_url):
     env = api_env(database_url, redis_url)
     env["ORDERVIEW_READ_DATABASE_URL"] = "postgresql://postgres@127.0.0.1:1/nowhere"

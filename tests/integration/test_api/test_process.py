@@ -120,14 +120,22 @@ def _service_orders_key(env: dict[str, str]) -> str:
     return created.stdout.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("server", ["granian", "uvicorn"])
+async def _refused_or_not_ready(base: str) -> bool:
+    """Whether a new connection's readiness probe fails (refused, or not a 200)."""
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=5) as probe:
+            return (await probe.get("/health/ready")).status_code != 200
+    except httpx.TransportError:
+        return True
+
+
 async def test_the_api_process_serves_and_drains_requests_in_flight_on_sigterm(
-    loaded, db, process_env, server
+    loaded, db, process_env
 ):
     key = _service_orders_key(process_env)
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = _start_api(process_env, port, "--server", server)
+    proc = _start_api(process_env, port)
     try:
         await _until_ready(base, proc)
         headers = {"Authorization": f"Bearer {key}"}
@@ -137,7 +145,8 @@ async def test_the_api_process_serves_and_drains_requests_in_flight_on_sigterm(
             assert len(response.json()["data"]) == 60
             assert (await c.get("/schema/openapi.json")).status_code == 200
 
-            # Requests in flight (held by a table lock) when SIGTERM arrives all complete.
+            # Requests in flight (held by a table lock) when SIGTERM arrives all complete, and
+            # meanwhile the process is not ready (a probe on a new connection fails).
             async with db.acquire() as conn, conn.transaction():
                 await conn.execute(f"LOCK TABLE {ORDERS} IN ACCESS EXCLUSIVE MODE")
                 requests = [await _send(port, key) for _ in range(8)]
@@ -145,6 +154,7 @@ async def test_the_api_process_serves_and_drains_requests_in_flight_on_sigterm(
                 proc.send_signal(signal.SIGTERM)
                 await asyncio.sleep(0.5)
                 assert proc.poll() is None
+                assert await _refused_or_not_ready(base)
             answers = await asyncio.gather(*(_answer(reader) for reader, _ in requests))
             assert answers == [200] * len(requests)
         assert proc.wait(timeout=30) == 0
@@ -152,6 +162,7 @@ async def test_the_api_process_serves_and_drains_requests_in_flight_on_sigterm(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    assert '"api worker drained"' in proc.stderr.read()
 
 
 async def test_a_revoked_key_is_refused_by_the_running_process_within_5_seconds(
@@ -205,9 +216,7 @@ async def _held_in_flight(db, port: int, key: str, proc: subprocess.Popen, sig: 
     return list(await asyncio.gather(*(_answer(reader) for reader, _ in requests)))
 
 
-async def test_sigterm_to_granian_workers_drains_each_and_leaves_no_worker_behind(
-    loaded, db, process_env
-):
+async def test_sigterm_to_workers_drains_each_and_leaves_no_worker_behind(loaded, db, process_env):
     key = _service_orders_key(process_env)
     port = _free_port()
     proc = _start_api(process_env, port, "--workers", "2")
@@ -223,11 +232,11 @@ async def test_sigterm_to_granian_workers_drains_each_and_leaves_no_worker_behin
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    drained = [line for line in proc.stderr.read().splitlines() if '"api draining"' in line]
-    assert len(drained) == 2, "each worker marks itself draining (readiness 503) on the signal"
+    drained = [line for line in proc.stderr.read().splitlines() if '"api worker drained"' in line]
+    assert len(drained) == 2, "each worker drained and ran its lifespan's shutdown"
 
 
-async def test_sigint_drains_a_granian_process_and_marks_it_draining(loaded, db, process_env):
+async def test_sigint_drains_the_process_like_sigterm(loaded, db, process_env):
     key = _service_orders_key(process_env)
     port = _free_port()
     proc = _start_api(process_env, port)
@@ -240,10 +249,10 @@ async def test_sigint_drains_a_granian_process_and_marks_it_draining(loaded, db,
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert '"api draining"' in proc.stderr.read()
+    assert '"api worker drained"' in proc.stderr.read()
 
 
-async def test_granian_workers_stop_when_their_supervisor_is_killed(loaded, process_env):
+async def test_workers_stop_when_their_main_process_is_killed(loaded, process_env):
     port = _free_port()
     proc = _start_api(process_env, port, "--workers", "2")
     workers: list[int] = []
@@ -256,6 +265,30 @@ async def test_granian_workers_stop_when_their_supervisor_is_killed(loaded, proc
             if not any(_running(pid) for pid in workers):
                 break
             await asyncio.sleep(0.1)
+        assert not [pid for pid in workers if _running(pid)]
+    finally:
+        for pid in workers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def test_workers_stop_when_their_main_process_is_killed_while_they_start(process_env):
+    port = _free_port()
+    proc = _start_api(process_env, port, "--workers", "2")
+    workers: list[int] = []
+    try:
+        for _ in range(300):  # killed as soon as both workers exist, before they serve
+            workers = _children(proc.pid)
+            if len(workers) == 2:
+                break
+            await asyncio.sleep(0.01)
+        proc.kill()
+        proc.wait()
+        for _ in range(300):
+            if not any(_running(pid) for pid in workers):
+                break
+            await asyncio.sleep(0.1)
+        assert len(workers) == 2
         assert not [pid for pid in workers if _running(pid)]
     finally:
         for pid in workers:

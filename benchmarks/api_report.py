@@ -1,0 +1,71 @@
+"""The report of `benchmarks/api.py`: medians and spreads, ratios by round, the issue's targets."""
+
+from __future__ import annotations
+
+import statistics
+
+# Issue 12, "Speed": the API against the peer (Platformatic DB) and the bare Litestar app.
+PEER_FACTOR = 2.0
+BARE_FACTOR = 1.0
+P99_MS = 20.0
+RSS_MB = 150.0
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    """`median (min–max)` of the runs."""
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return f"{format(mid, fmt)} ({format(low, fmt)}–{format(high, fmt)})"
+
+
+def _ratios(runs: dict, kind: str, other: str, scenario: str) -> list[float]:
+    """req/s of `kind` over `other`, round by round."""
+    mine, theirs = runs[kind].get(scenario, []), runs.get(other, {}).get(scenario, [])
+    return [a["rps"] / b["rps"] for a, b in zip(mine, theirs, strict=False) if a and b]
+
+
+def print_table(runs: dict, peaks: dict, exits: dict) -> None:
+    print(f"{'target':<9}{'scenario':<9}{'req/s':<22}{'p50 ms':<22}{'p99 ms':<22}"
+          f"{'% of ceiling':<16}{'errors':>7}")  # fmt: skip
+    for kind, scenarios in runs.items():
+        for scenario, rounds in scenarios.items():
+            results = [r for r in rounds if r]  # None: a skipped run
+            if not results:
+                continue
+            shares = _spread(
+                [r * 100 for r in _ratios(runs, kind, "ceiling", scenario)] or [0], ".0f"
+            )
+            print(f"{kind:<9}{scenario:<9}{_spread([r['rps'] for r in results], '.0f'):<22}"
+                  f"{_spread([r['p50'] for r in results], '.2f'):<22}"
+                  f"{_spread([r['p99'] for r in results], '.1f'):<22}"
+                  f"{shares if 'ceiling' in runs else '—':<16}"
+                  f"{sum(r['errors'] for r in results):>7}")  # fmt: skip
+        rss = "—" if peaks[kind] is None else f"{peaks[kind]:.0f} MiB"
+        print(f"{kind:<9}peak RSS {rss}; exit code after SIGTERM {exits[kind]}")
+
+
+def print_targets(runs: dict, peaks: dict, api: str) -> None:
+    """Each target of the issue: the measured value (median over the rounds), met / NOT met."""
+    print(f"\ntargets (issue 12, Speed), for `{api}`; ratios are medians of per-round ratios:")
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    for scenario in ("get", "list"):
+        for other, factor in (("peer", PEER_FACTOR), ("bare", BARE_FACTOR)):
+            ratios = _ratios(runs, api, other, scenario)
+            if not ratios:
+                print(f"  {scenario} ≥ {factor:.1f} × {other}: not measured")
+                continue
+            value = statistics.median(ratios)
+            print(f"  {scenario} ≥ {factor:.1f} × {other}: {_spread(ratios, '.2f')} "
+                  f"→ {verdict(value >= factor)}")  # fmt: skip
+    p99 = {
+        s: statistics.median(r["p99"] for r in rs if r) for s, rs in runs[api].items() if any(rs)
+    }
+    worst = max(p99.values())
+    shown = ", ".join(f"{s} {v:.1f}" for s, v in p99.items())
+    print(f"  p99 ≤ {P99_MS:.0f} ms: {shown} ms → {verdict(worst <= P99_MS)}")
+    rss_mb = peaks[api] * 1.048576
+    print(f"  RSS ≤ {RSS_MB:.0f} MB: {peaks[api]:.0f} MiB ({rss_mb:.0f} MB) → "
+          f"{verdict(rss_mb <= RSS_MB)}")  # fmt: skip
+    print("  X-Min-Position ≤ 10 % extra: not measured here")
