@@ -244,7 +244,7 @@ async def measure_orders_upsert(bench: Bench, stream: str, total: int) -> float:
             started = time.perf_counter()
             for count, columns in chunk:
                 async with conn.transaction():
-                    await conn.execute(writer._UPSERT_ORDERS, *columns)
+                    await conn.execute(writer.statements().upsert_orders, *columns)
                 done += count
             elapsed += time.perf_counter() - started
             progress.set(done)

@@ -76,6 +76,13 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    """Rebuild the read model into a new schema and swap it in."""
+    from services.rebuild import rebuild_command
+
+    return rebuild_command(settings, args)
+
+
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     """Serve the read API."""
     from services.api.server import serve
@@ -137,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("projector", cmd_projector, "run one projector consumer until SIGTERM or SIGINT")
     p = add("publish", cmd_publish, "append a JSON-lines file of envelopes to the streams")
     p.add_argument("file", metavar="FILE")
+    p = add("rebuild", cmd_rebuild, "rebuild the read model in a new schema, then swap it in")
+    p.add_argument("--from", dest="source", metavar="FILE", help="a JSON-lines file of envelopes")
+    p.add_argument("--yes", action="store_true", help="do not ask before starting")
     p = add("api", cmd_api, "serve the read API until SIGTERM or SIGINT")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

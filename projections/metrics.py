@@ -79,3 +79,7 @@ class LedgerCollector(Collector):
 
 LEDGER = LedgerCollector()
 REGISTRY.register(LEDGER)
+READ_MODEL_OUTDATED = Gauge(
+    "orderview_read_model_outdated",
+    "1 when the read model was built by a release whose schema or rendering differs from this one",
+)

@@ -8,7 +8,13 @@ from string import Template
 
 import asyncpg
 
-from projections.tables import MIGRATIONS, NAMES, SERVICE_SCHEMA
+from projections.tables import (
+    MIGRATIONS,
+    NAMES,
+    READ_MODEL_NAMES,
+    SERVICE_SCHEMA,
+    read_model_names,
+)
 
 log = logging.getLogger("orderview.migrate")
 
@@ -16,11 +22,36 @@ log = logging.getLogger("orderview.migrate")
 _LOCK_KEY = 0x6F72646572766965  # "orderview"
 
 
-def migration_files() -> list[tuple[str, str]]:
-    """(version, SQL) of every shipped migration, in order, with table names filled in."""
+def _templates() -> list[tuple[str, str]]:
+    """(version, text with placeholders) of every shipped migration, in order."""
     folder = resources.files("projections") / "migrations"
     files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
-    return [(f.name.removesuffix(".sql"), Template(f.read_text()).substitute(NAMES)) for f in files]
+    return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(version, SQL) of every shipped migration, in order, with table names filled in."""
+    return [(version, Template(text).substitute(NAMES)) for version, text in _templates()]
+
+
+def read_model_templates() -> list[tuple[str, str]]:
+    """The migrations that shape the read model (they name its tables), as templates. Such a
+    migration names no service table: a rebuild replays these, and only these, into its schema."""
+    chosen = []
+    for version, text in _templates():
+        used = {m.group("named") or m.group("braced") for m in Template.pattern.finditer(text)}
+        used.discard(None)
+        if used & set(READ_MODEL_NAMES):
+            if used - set(READ_MODEL_NAMES):
+                raise ValueError(f"migration {version} mixes read-model and service tables")
+            chosen.append((version, text))
+    return chosen
+
+
+def read_model_sql(schema: str) -> list[str]:
+    """The read model's migrations with its tables in `schema` (a rebuild's)."""
+    names = read_model_names(schema)
+    return [Template(text).substitute(names) for _, text in read_model_templates()]
 
 
 async def migrate(conn: asyncpg.Connection) -> list[str]:
@@ -42,6 +73,10 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
                 await conn.execute(f"INSERT INTO {MIGRATIONS} (version) VALUES ($1)", version)
             log.info("migration applied", extra={"version": version})
             applied.append(version)
+        if applied and applied[0] == migration_files()[0][0]:
+            from projections.release import record  # the read model is new: this release built it
+
+            await record(conn)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     return applied

@@ -15,8 +15,13 @@ API_KEYS = f"{SERVICE_SCHEMA}.api_keys"
 TENANT_FEATURES = f"{SERVICE_SCHEMA}.tenant_features"
 DEAD_LETTERS = f"{SERVICE_SCHEMA}.dead_letters"
 CONSUMERS = f"{SERVICE_SCHEMA}.consumers"
-# Written by `orderview rebuild` (branch rebuild) when it exists; `orderview status` reads it.
+# Written by `orderview rebuild` (projections/rebuilds.py); `orderview status` reads it.
 REBUILDS = f"{SERVICE_SCHEMA}.rebuilds"
+
+# A rebuild fills NEXT_SCHEMA; the swap renames READ_SCHEMA to OLD_SCHEMA and NEXT_SCHEMA to
+# READ_SCHEMA in one transaction, then drops OLD_SCHEMA.
+NEXT_SCHEMA = f"{READ_SCHEMA}_next"
+OLD_SCHEMA = f"{READ_SCHEMA}_old"
 
 # Placeholders the migration files use, e.g. `${orders}`.
 NAMES = {
@@ -28,4 +33,14 @@ NAMES = {
     "tenant_features": TENANT_FEATURES,
     "dead_letters": DEAD_LETTERS,
     "consumers": CONSUMERS,
+    "rebuilds": REBUILDS,
 }
+# The placeholders that name the read model: a migration using one of them is replayed into a
+# rebuild's schema, and must use no service placeholder (see migrate.read_model_migrations).
+READ_MODEL_NAMES = ("read_schema", "orders", "participants")
+
+
+def read_model_names(schema: str) -> dict[str, str]:
+    """NAMES with the read model's tables in `schema` (a rebuild's)."""
+    return {**NAMES, "read_schema": schema, "orders": f"{schema}.orders",
+            "participants": f"{schema}.participants"}  # fmt: skip

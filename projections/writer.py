@@ -13,8 +13,10 @@ Pipelining: one consumer keeps two batches in flight (`Turn`): the Python work o
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -24,23 +26,23 @@ from projections.documents import render_order, render_participant
 from projections.events import Event
 from projections.fold import OrderState, ParticipantState, Plan, plan_batch
 from projections.invalidation import messages, notify
-from projections.tables import DEAD_LETTERS, ORDERS, PARTICIPANTS
+from projections.tables import DEAD_LETTERS, READ_SCHEMA
 
 log = logging.getLogger("orderview.writer")
 
 _state_encoder = msgspec.msgpack.Encoder()
 _order_decoder = msgspec.msgpack.Decoder(OrderState)
 
-_LOAD_ORDERS = f"""
-SELECT state FROM {ORDERS}
+_LOAD_ORDERS = """
+SELECT state FROM {orders}
 WHERE (tenant, id) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))
 """
-_LOAD_PARTICIPANTS = f"""
-SELECT tenant, id, seq, name, email, updated_at FROM {PARTICIPANTS}
+_LOAD_PARTICIPANTS = """
+SELECT tenant, id, seq, name, email, updated_at FROM {participants}
 WHERE seq > 0 AND (tenant, id) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))
 """
-_UPSERT_PARTICIPANTS = f"""
-INSERT INTO {PARTICIPANTS} AS p
+_UPSERT_PARTICIPANTS = """
+INSERT INTO {participants} AS p
     (tenant, id, seq, name, email, updated_at, participant_v1, customer_v2)
 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
                      $6::timestamptz[], $7::bytea[], $8::bytea[])
@@ -66,12 +68,21 @@ FROM (SELECT hashtext(u.tenant || ':' || u.id) AS key, bool_or(u.exclusive) AS e
 ORDER BY s.key
 """
 # The fan-out: a participant's change reaches every order that names it, in this transaction.
-_FAN_OUT = f"""
-UPDATE {ORDERS} o SET participant_name = p.name, participant_email = p.email,
+_FAN_OUT = """
+UPDATE {orders} o SET participant_name = p.name, participant_email = p.email,
     participant_v1 = p.participant_v1, customer_v2 = p.customer_v2
-FROM {PARTICIPANTS} p
+FROM {participants} p
 WHERE (p.tenant, p.id) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))
   AND o.tenant = p.tenant AND o.participant_id = p.id
+"""
+# A rebuild's bulk path writes no participant copy per batch (the fan-out would scan orders, which
+# have no index on participant_id yet): it copies every participant into its orders once, here.
+_COPY_ALL_PARTICIPANTS = """
+UPDATE {orders} o SET participant_name = p.name, participant_email = p.email,
+    participant_v1 = p.participant_v1, customer_v2 = p.customer_v2
+FROM {participants} p
+WHERE o.tenant = p.tenant AND o.participant_id = p.id
+  AND (o.participant_v1, o.customer_v2) IS DISTINCT FROM (p.participant_v1, p.customer_v2)
 """
 _ORDER_COLUMNS = [
     "tenant",
@@ -132,20 +143,41 @@ _ORDER_TYPES = [
 # were the most expensive columns to encode. The cast is exact (text is the numeric's own form).
 _PARAM_TYPES = {"numeric": "text[]::numeric"}
 _UPSERT_ORDERS = f"""
-INSERT INTO {ORDERS} AS o ({", ".join(_ORDER_COLUMNS)},
+INSERT INTO {{orders}} AS o ({", ".join(_ORDER_COLUMNS)},
     participant_name, participant_email, participant_v1, customer_v2)
 SELECT u.*, p.name, p.email,
        coalesce(p.participant_v1, 'null'::bytea),
        coalesce(p.customer_v2, '"customerName":null,"customerEmail":null'::bytea)
 FROM unnest({", ".join(f"${n}::{_PARAM_TYPES.get(t, t)}[]" for n, t in enumerate(_ORDER_TYPES, 1))})
      AS u ({", ".join(_ORDER_COLUMNS)})
-LEFT JOIN {PARTICIPANTS} p ON p.tenant = u.tenant AND p.id = u.participant_id
+LEFT JOIN {{participants}} p ON p.tenant = u.tenant AND p.id = u.participant_id
 ON CONFLICT (tenant, id) DO UPDATE SET
     {", ".join(f"{c} = EXCLUDED.{c}" for c in _ORDER_COLUMNS[2:])},
     participant_name = EXCLUDED.participant_name, participant_email = EXCLUDED.participant_email,
     participant_v1 = EXCLUDED.participant_v1, customer_v2 = EXCLUDED.customer_v2
 WHERE o.seq < EXCLUDED.seq
 """
+
+
+class Statements(msgspec.Struct, frozen=True):
+    """The writer's statements on the read tables of one schema (the live one, or a rebuild's)."""
+
+    load_orders: str
+    load_participants: str
+    upsert_participants: str
+    fan_out: str
+    upsert_orders: str
+    copy_all_participants: str
+
+
+@functools.cache
+def statements(schema: str = READ_SCHEMA) -> Statements:
+    """The writer's statements on the tables of `schema`."""
+    names = {"orders": f"{schema}.orders", "participants": f"{schema}.participants"}
+    sql = (_LOAD_ORDERS, _LOAD_PARTICIPANTS, _UPSERT_PARTICIPANTS, _FAN_OUT, _UPSERT_ORDERS)
+    sql += (_COPY_ALL_PARTICIPANTS,)
+    return Statements(*(s.format(**names) for s in sql))
+
 
 # Take the right to publish dead letters: new rows, our own (a retry), or stale leases.
 _LEASE_DEAD_LETTERS = f"""
@@ -167,6 +199,12 @@ FROM unnest($2::text[], $3::text[]) AS u (entry_id, dlq_id)
 WHERE d.stream = $1 AND d.entry_id = u.entry_id
 """
 
+# Every batch holds this lock shared for its whole transaction; a rebuild's swap takes it exclusive,
+# so the swap waits for the batches in flight to commit and the next ones wait for the swap: a
+# batch loads its states and writes them in the same schema, before the swap or after it.
+READ_MODEL_LOCK = 0x6F767277  # "ovrw"
+_HOLD_READ_MODEL = "SELECT pg_advisory_xact_lock_shared($1)"
+
 # Errors after which the same batch is simply tried again.
 RETRYABLE = (
     asyncpg.exceptions.DeadlockDetectedError,
@@ -176,19 +214,20 @@ RETRYABLE = (
 
 
 async def load_states(
-    conn: asyncpg.Connection, events: Sequence[Event]
+    conn: asyncpg.Connection, events: Sequence[Event], schema: str = READ_SCHEMA
 ) -> tuple[dict[tuple[str, int], OrderState], dict[tuple[str, int], ParticipantState]]:
     """The stored states of every aggregate the events touch."""
+    sql = statements(schema)
     order_keys = {(e.tenant, e.aggregate_id) for e in events if e.kind == "order"}
     part_keys = {(e.tenant, e.aggregate_id) for e in events if e.kind == "participant"}
     orders: dict[tuple[str, int], OrderState] = {}
     participants: dict[tuple[str, int], ParticipantState] = {}
     if order_keys:
-        for row in await conn.fetch(_LOAD_ORDERS, *_columns(order_keys, 2)):
+        for row in await conn.fetch(sql.load_orders, *_columns(order_keys, 2)):
             state = _order_decoder.decode(row[0])
             orders[(state.tenant, state.id)] = state
     if part_keys:
-        for row in await conn.fetch(_LOAD_PARTICIPANTS, *_columns(part_keys, 2)):
+        for row in await conn.fetch(sql.load_participants, *_columns(part_keys, 2)):
             participants[(row[0], row[1])] = ParticipantState(*row)
     return orders, participants
 
@@ -235,18 +274,47 @@ def render_plan(plan: Plan) -> Rows:
     )
 
 
-async def write_plan(conn: asyncpg.Connection, plan: Plan, rows: Rows | None = None) -> None:
+async def write_plan(
+    conn: asyncpg.Connection, plan: Plan, rows: Rows | None = None, schema: str = READ_SCHEMA
+) -> None:
     """Write a plan's states inside the caller's transaction: participants first, then orders."""
+    sql = statements(schema)
     if rows is None:
         rows = render_plan(plan)
     await lock_participants(conn, plan)
     if rows.participants:
-        await conn.execute(_UPSERT_PARTICIPANTS, *_columns(rows.participants, 8))
-        await conn.execute(_FAN_OUT, *_columns(plan.participants.keys(), 2))
+        await conn.execute(sql.upsert_participants, *_columns(rows.participants, 8))
+        await conn.execute(sql.fan_out, *_columns(plan.participants.keys(), 2))
     if rows.orders:
-        await conn.execute(_UPSERT_ORDERS, *_columns(rows.orders, len(_ORDER_COLUMNS)))
+        await conn.execute(sql.upsert_orders, *_columns(rows.orders, len(_ORDER_COLUMNS)))
     # The API processes' caches learn of it if and only if this transaction commits.
     await notify(conn, messages(plan))
+
+
+async def copy_plan(
+    conn: asyncpg.Connection, plan: Plan, rows: Rows, stored: set[tuple[str, int]], schema: str
+) -> None:
+    """A rebuild's bulk write into `schema`, whose orders have no secondary index and no
+    participant copy yet (see copy_all_participants): orders not `stored` yet go in by COPY,
+    the others and the participants by the upserts."""
+    sql = statements(schema)
+    if rows.participants:
+        await conn.execute(sql.upsert_participants, *_columns(rows.participants, 8))
+    new, known = [], []
+    for key, row in zip(plan.orders, rows.orders, strict=True):
+        (known if key in stored else new).append(row)
+    if new:
+        records = [(*r[:13], *(Decimal(a) for a in r[13:16]), *r[16:]) for r in new]
+        await conn.copy_records_to_table(
+            "orders", schema_name=schema, columns=_ORDER_COLUMNS, records=records
+        )
+    if known:
+        await conn.execute(sql.upsert_orders, *_columns(known, len(_ORDER_COLUMNS)))
+
+
+async def copy_all_participants(conn: asyncpg.Connection, schema: str) -> None:
+    """Copy every participant of `schema` into the orders that name it (after a bulk write)."""
+    await conn.execute(statements(schema).copy_all_participants)
 
 
 async def lock_participants(conn: asyncpg.Connection, plan: Plan) -> None:
@@ -381,8 +449,12 @@ async def apply_batch(
         this = turn or Turn()  # alone: no batch before it, nothing to wait for
         try:
             async with pool.acquire() as conn, conn.transaction():
+                # The batch before holds the read-model lock once it has a plan: asking for it
+                # only then, this batch never waits behind a swap that waits for this batch.
+                base = await this.base()
+                await conn.execute(_HOLD_READ_MODEL, READ_MODEL_LOCK)
                 orders, participants = await load_states(conn, [e for _, e in events])
-                if (base := await this.base()) is not None:
+                if base is not None:
                     orders = overlay(orders, base.orders)
                     participants = overlay(participants, base.participants)
                 plan = plan_batch(events, orders, participants)

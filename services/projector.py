@@ -10,6 +10,7 @@ from prometheus_client import start_http_server
 
 from orderview.db import create_pool, create_redis
 from orderview.settings import Settings, SettingsError
+from projections import release
 from projections.consumer import Options, StreamConsumer
 
 log = logging.getLogger("orderview.projector")
@@ -50,6 +51,7 @@ async def run_projector(settings: Settings, stopping: asyncio.Event | None = Non
     pool = await create_pool(
         settings.require("database_url"), name="projector", max_size=2 * len(settings.streams) + 1
     )
+    await release.check(pool, "projector")
     options = options_from(settings)
     client = create_redis(settings.require("redis_url"), f"orderview-projector:{options.consumer}")
     consumers = [StreamConsumer(client, pool, s, options) for s in settings.streams]

@@ -13,6 +13,7 @@ from litestar.datastructures import State
 
 from orderview.db import create_pool, create_redis
 from orderview.settings import Settings
+from projections import release
 from services.api import errors, handlers, openapi
 from services.api.auth import KeyCache
 from services.api.cache import DocumentCache
@@ -99,9 +100,13 @@ async def _warm(pool, size: int) -> None:
         try:
             for _ in range(min(size, pool.get_max_size())):
                 conns.append(await pool.acquire())
-            return
+            break
         except Exception:  # unreachable for now; requests will say so
             await asyncio.sleep(1)
         finally:  # a stop during the warm-up must not leave connections held: close would wait
             for conn in conns:
                 await pool.release(conn)
+    try:
+        await release.check(pool, "api")
+    except Exception as exc:  # noqa: BLE001 - a report, never a reason to stop serving
+        log.warning("could not read which release built the read model", extra={"error": repr(exc)})

@@ -1,0 +1,70 @@
+"""The rebuild's schema: made from the read model's migrations, indexed at the end, swapped in."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from projections.migrate import read_model_sql
+from projections.tables import NEXT_SCHEMA, OLD_SCHEMA, READ_SCHEMA
+
+_SECONDARY_INDEXES = """
+SELECT c.relname, pg_get_indexdef(i.indexrelid)
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND NOT i.indisprimary
+ORDER BY c.relname
+"""
+
+
+async def clean_up(conn: asyncpg.Connection) -> None:
+    """Drop what a killed rebuild left: its schema, and the old read model if it had swapped."""
+    await conn.execute(f"DROP SCHEMA IF EXISTS {NEXT_SCHEMA} CASCADE")
+    await conn.execute(f"DROP SCHEMA IF EXISTS {OLD_SCHEMA} CASCADE")
+
+
+async def create(conn: asyncpg.Connection) -> list[str]:
+    """Make the rebuild's schema from the read model's migrations, without its secondary indexes
+    (built once at the end, see build_indexes); return their definitions."""
+    async with conn.transaction():
+        for sql in read_model_sql(NEXT_SCHEMA):
+            await conn.execute(sql)
+        indexes = await conn.fetch(_SECONDARY_INDEXES, NEXT_SCHEMA)
+        for name, _ in indexes:
+            await conn.execute(f"DROP INDEX {NEXT_SCHEMA}.{name}")
+    return [definition for _, definition in indexes]
+
+
+async def build_indexes(dsn: str, definitions: list[str], parallel: int = 2) -> None:
+    """Build the secondary indexes, `parallel` at a time (each on a connection of its own;
+    PostgreSQL may also use parallel workers for each), then ANALYZE."""
+    queue = list(definitions)
+
+    async def worker() -> None:
+        conn = await asyncpg.connect(dsn, server_settings={"maintenance_work_mem": "128MB"})
+        try:
+            while queue:
+                await conn.execute(queue.pop(0))
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(worker() for _ in range(max(1, min(parallel, len(queue))))))
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"ANALYZE {NEXT_SCHEMA}.orders, {NEXT_SCHEMA}.participants")
+    finally:
+        await conn.close()
+
+
+async def rename(conn: asyncpg.Connection) -> None:
+    """Swap the rebuild's schema in, in the caller's transaction: `read_model` becomes the old
+    one, the rebuild's becomes `read_model`. Statements prepared on the old tables (the API's)
+    are planned again on their next run: a schema's rename invalidates every cached plan."""
+    await conn.execute(f"ALTER SCHEMA {READ_SCHEMA} RENAME TO {OLD_SCHEMA}")
+    await conn.execute(f"ALTER SCHEMA {NEXT_SCHEMA} RENAME TO {READ_SCHEMA}")
+
+
+async def drop_old(conn: asyncpg.Connection) -> None:
+    """Drop the old read model (waits for the reads still running on it)."""
+    await conn.execute(f"DROP SCHEMA IF EXISTS {OLD_SCHEMA} CASCADE")

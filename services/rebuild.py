@@ -1,0 +1,316 @@
+"""`orderview rebuild`: the whole read model built again in a schema of its own, then swapped in.
+
+Phases (each recorded in `orderview.rebuilds`): `replay` folds the file (if any) and every stream
+from its first entry in windows, writing each aggregate once per window by COPY into tables without
+secondary indexes; `indexes` copies participants into their orders, builds the indexes, ANALYZE;
+`catch-up` applies what arrived meanwhile by the live path; `swap` takes the read-model lock
+exclusively (the live batches in flight commit first, the next ones wait), applies the streams'
+tails, renames the schemas and commits; the old schema is dropped after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import redis.asyncio as redis
+import redis.exceptions
+from tqdm import tqdm
+
+from orderview.db import create_redis
+from orderview.settings import Settings
+from projections import rebuilds, release, shadow
+from projections.migrate import migration_files
+from projections.replay import Replay
+from projections.tables import MIGRATIONS, NEXT_SCHEMA
+from projections.writer import READ_MODEL_LOCK, copy_all_participants
+from services.publish import read_lines
+
+log = logging.getLogger("orderview.rebuild")
+
+WINDOW = 20_000  # entries folded in memory and written at once while replaying
+READ_COUNT = 5_000  # entries per XREADGROUP while replaying
+SWAP_LOCK_TIMEOUT = (
+    "5s"  # a swap that cannot take the lock this fast lets batches run, then retries
+)
+PROGRESS_SECONDS = 2.0
+
+
+class RebuildBusy(Exception):
+    """Another rebuild holds the rebuild lock."""
+
+
+class NotMigrated(Exception):
+    """The read model is not at this release's migrations."""
+
+
+class Progress:
+    """A bar with entries/s and time left on a terminal, a log line every few seconds otherwise,
+    and the rebuild's row in `orderview.rebuilds` every PROGRESS_SECONDS."""
+
+    def __init__(self, conn: asyncpg.Connection, rebuild: int, total: int):
+        self.conn, self.rebuild = conn, rebuild
+        self.position, self.phase_name = 0, "replay"
+        self.bar = tqdm(total=total, unit=" entries", desc="replay", disable=None, smoothing=0.05)
+        self.started = self._saved = self._logged = time.monotonic()
+
+    def rate(self) -> float:
+        return self.position / max(time.monotonic() - self.started, 1e-6)
+
+    async def advance(self, count: int) -> None:
+        self.position += count
+        self.bar.update(count)
+        now = time.monotonic()
+        if self.bar.disable and now - self._logged >= 5:
+            self._logged = now
+            log.info("rebuilding", extra=self._fields())
+        if now - self._saved >= PROGRESS_SECONDS:
+            self._saved = now
+            await self.save()
+
+    async def phase(self, name: str) -> None:
+        self.phase_name = name
+        self.bar.set_description(name)
+        log.info("rebuild phase", extra=self._fields())
+        await self.save()
+
+    async def save(self) -> None:
+        await rebuilds.update(self.conn, self.rebuild, self.phase_name, self.position, self.rate())
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def _fields(self) -> dict[str, Any]:
+        total = self.bar.total or 0
+        rate = self.rate()
+        left = (total - self.position) / rate if rate and total > self.position else 0
+        return {
+            "phase": self.phase_name,
+            "position": self.position,
+            "total": total,
+            "entries_per_s": round(rate),
+            "eta_s": round(left),
+        }
+
+
+class Streams:
+    """Every configured stream read from its first entry through the rebuild's own consumer
+    group (the live group is untouched); NOACK: nothing stays pending."""
+
+    def __init__(self, client: redis.Redis, settings: Settings):
+        self.client = client
+        self.streams = settings.streams
+        self.group = f"{settings.consumer_group}-rebuild"
+        self.consumer = f"rebuild:{settings.consumer}"
+
+    async def reset(self) -> int:
+        """The group made anew at the start of every stream; return the entries there are."""
+        total = 0
+        await self.remove()
+        for stream in self.streams:
+            await self.client.xgroup_create(stream, self.group, id="0", mkstream=True)
+            total += await self.client.xlen(stream)
+        return total
+
+    async def read(self, stream: str, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """The next entries of a stream (at most `count`); empty at its end."""
+        reply = await self.client.xreadgroup(
+            self.group, self.consumer, {stream: ">"}, count=count, noack=True
+        )
+        return reply[0][1] if reply else []
+
+    async def remove(self) -> None:
+        for stream in self.streams:
+            with contextlib.suppress(redis.exceptions.ResponseError):  # no such stream
+                await self.client.xgroup_destroy(stream, self.group)
+
+
+def file_windows(path: Path) -> Iterator[list[tuple[int, dict[bytes, bytes]]]]:
+    """A file's lines as entries (keyed by line number), WINDOW at a time; lines that are not
+    JSON are reported and skipped by `publish`'s reader."""
+    window: list[tuple[int, dict[bytes, bytes]]] = []
+    for number, line in read_lines(path):
+        window.append((number, {b"event": line}))
+        if len(window) >= WINDOW:
+            yield window
+            window = []
+    if window:
+        yield window
+
+
+def count_lines(path: Path) -> int:
+    with path.open("rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+class Rebuild:
+    """One run of `orderview rebuild` on its own connection, holding the rebuild lock."""
+
+    def __init__(self, settings: Settings, conn: asyncpg.Connection, client: redis.Redis):
+        self.settings = settings
+        self.conn = conn
+        self.streams = Streams(client, settings)
+        self.replay = Replay(conn, NEXT_SCHEMA)
+        self.progress: Progress | None = None
+
+    async def run(self, source: Path | None) -> dict[str, int]:
+        """Build, catch up, swap; return what happened to the entries."""
+        await self.prepare()
+        total = await self.streams.reset() + (count_lines(source) if source else 0)
+        rebuild = await rebuilds.start(
+            self.conn, str(source or ",".join(self.streams.streams)), total
+        )
+        self.progress = progress = Progress(self.conn, rebuild, total)
+        try:
+            indexes = await shadow.create(self.conn)
+            await progress.phase("replay")
+            if source is not None:
+                for window in file_windows(source):
+                    await self.apply(None, window, bulk=True)
+            for stream in self.streams.streams:
+                await self.replay_stream(stream)
+            await progress.phase("indexes")
+            await copy_all_participants(self.conn, NEXT_SCHEMA)
+            await shadow.build_indexes(self.settings.require("database_url"), indexes)
+            await progress.phase("catch-up")
+            await self.catch_up()
+            await progress.phase("swap")
+            await self.swap()
+            await shadow.drop_old(self.conn)
+            await self.streams.remove()
+            await rebuilds.finish(self.conn, rebuild, "done")
+        except BaseException:
+            await asyncio.shield(self._failed(rebuild))
+            raise
+        finally:
+            progress.close()
+        return dict(self.replay.counts, held=len(self.replay.held), read=progress.position)
+
+    async def prepare(self) -> None:
+        """Refuse to run beside another rebuild or on an unmigrated database; clean up."""
+        if not await self.conn.fetchval("SELECT pg_try_advisory_lock($1)", rebuilds.REBUILD_LOCK):
+            raise RebuildBusy("another rebuild is running (it holds the rebuild lock)")
+        done = {r[0] for r in await self.conn.fetch(f"SELECT version FROM {MIGRATIONS}")}
+        missing = [v for v, _ in migration_files() if v not in done]
+        if missing:
+            raise NotMigrated(f"the database lacks migrations {missing}: run `orderview migrate`")
+        await shadow.clean_up(self.conn)
+
+    async def apply(self, stream: str | None, entries: list, bulk: bool) -> None:
+        async with self.conn.transaction():
+            await self.replay.apply(stream, entries, bulk)
+        assert self.progress is not None
+        await self.progress.advance(len(entries))
+
+    async def replay_stream(self, stream: str) -> None:
+        """Fold a stream from its first entry to its current end, WINDOW entries at a time."""
+        window: list = []
+        while entries := await self.streams.read(stream, READ_COUNT):
+            window += entries
+            if len(window) >= WINDOW:
+                await self.apply(stream, window, bulk=True)
+                window = []
+        if window:
+            await self.apply(stream, window, bulk=True)
+
+    async def catch_up(self) -> None:
+        """Apply what arrived during the replay by the live path, until a pass over the streams
+        finds less than one batch: the rest is applied during the swap."""
+        batch = self.settings.batch_size
+        while True:
+            read = 0
+            for stream in self.streams.streams:
+                while entries := await self.streams.read(stream, batch):
+                    read += len(entries)
+                    await self.apply(stream, entries, bulk=False)
+                    if len(entries) < batch:
+                        break
+            if read < batch:
+                return
+
+    async def swap(self) -> None:
+        """In one transaction: wait for the live batches in flight, apply the streams' tails,
+        record this release on the new schema and swap it in. A lock not granted within
+        SWAP_LOCK_TIMEOUT (live batches may be queued behind the swap's request) rolls back,
+        lets them run, and tries again."""
+        for attempt in range(1, 1000):
+            try:
+                async with self.conn.transaction():
+                    await self.conn.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
+                    await self.conn.execute("SELECT pg_advisory_xact_lock($1)", READ_MODEL_LOCK)
+                    await self.conn.execute("SET LOCAL lock_timeout = 0")
+                    await self.conn.execute("SET LOCAL synchronous_commit = on")
+                    await self.apply_tails()
+                    await release.record(self.conn, NEXT_SCHEMA, by="rebuild")
+                    await shadow.rename(self.conn)
+                    await rebuilds.update(self.conn, self.progress.rebuild, "swapped",
+                                          self.progress.position, self.progress.rate())  # fmt: skip
+                return
+            except asyncpg.exceptions.LockNotAvailableError:
+                log.info("swap waits for the live projector's batches", extra={"attempt": attempt})
+                await asyncio.sleep(0.2)
+        raise RuntimeError("the swap never got the read-model lock")
+
+    async def apply_tails(self) -> None:
+        """Every stream to its end, by the live path, inside the swap's transaction."""
+        for stream in self.streams.streams:
+            while entries := await self.streams.read(stream, self.settings.batch_size):
+                await self.replay.apply(stream, entries, bulk=False)
+                assert self.progress is not None
+                self.progress.position += len(entries)
+
+    async def _failed(self, rebuild: int) -> None:
+        # The connection may be the reason; then the next run closes the row.
+        with contextlib.suppress(Exception):
+            await rebuilds.finish(self.conn, rebuild, "failed")
+
+
+async def run_rebuild(settings: Settings, source: Path | None = None) -> dict[str, int]:
+    """Run a rebuild to its swap; raise RebuildBusy when another one runs."""
+    conn = await asyncpg.connect(
+        settings.require("database_url"),
+        # A crash means starting over: the rebuild's commits need not wait for the disk.
+        server_settings={"application_name": "orderview-rebuild", "synchronous_commit": "off"},
+    )
+    client = create_redis(settings.require("redis_url"), f"orderview-rebuild:{settings.consumer}")
+    try:
+        return await Rebuild(settings, conn, client).run(source)
+    finally:
+        await client.aclose()
+        await conn.close()
+
+
+def rebuild_command(settings: Settings, args: Any) -> int:
+    """`orderview rebuild [--from FILE] [--yes]`."""
+    import sys
+
+    from orderview.cli import _run
+    from orderview.settings import SettingsError
+
+    source = Path(args.source) if args.source else None
+    if source is not None and not source.is_file():
+        raise SettingsError(f"--from {args.source!r} is not a readable file")
+    settings.require("database_url"), settings.require("redis_url")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("orderview: rebuild asks before it starts: pass --yes to run without a terminal",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        what = f"{source} and the streams" if source else "the streams"
+        answer = input(f"Rebuild the read model from {what}, then swap it in? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("not started")
+            return 1
+    try:
+        counts = _run(run_rebuild(settings, source))
+    except (RebuildBusy, NotMigrated) as exc:
+        print(f"orderview: {exc}", file=sys.stderr)
+        return 1
+    print("rebuilt and swapped in: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    return 0
