@@ -4,22 +4,39 @@ own and swapped in, with the live projector's decisions: the same rows, byte for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
 from orderview.settings import Settings, load_settings
 from projections.rebuilds import REBUILD_LOCK, rebuild_status
 from projections.tables import NEXT_SCHEMA, OLD_SCHEMA, ORDERS, PARTICIPANTS
+from projections.writer import READ_MODEL_LOCK
+from services.api.app import create_app
+from services.api.keys import create_key, set_feature
 from services.rebuild import RebuildBusy, run_rebuild
 from tests.conftest import RUN_ID, create_database, drop_database
 from tests.histories import generate_varied, with_faults
+from tests.integration.test_api.test_random_documents import (
+    V1,
+    V2,
+    compare,
+    expected_orders,
+    ordered,
+    v1_doc,
+    v2_doc,
+    walk,
+)
 from tests.model import differences, expected_state, table_state
 from tests.support import (
+    ORDERVIEW,
     projector,
     publish_lines,
     run_orderview,
@@ -174,3 +191,179 @@ async def test_rebuild_without_a_terminal_or_yes_refuses_with_one_line(fresh):
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and "--yes" in done.stderr
     assert (await rebuild_status(pool))["rebuild"] is None
+
+
+# ---- under load -----------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The read API in this process (its lifespan, its pool of prepared statements)."""
+    edge = create_app(settings)
+    async with edge.app.lifespan():
+        transport = httpx.ASGITransport(app=edge)
+        async with httpx.AsyncClient(transport=transport, base_url="http://orderview.test") as c:
+            yield c
+
+
+async def load(client, headers, ids, stop: asyncio.Event, failures: list, served: list) -> None:
+    """Lists and gets of both dialects, one after the other, until `stop`."""
+    rng = random.Random(len(failures))
+    while not stop.is_set():
+        oid = rng.choice(ids)
+        for path in (V1, f"{V1}/{oid}?include=items,participant", V2, f"{V2}/ord_{oid}"):
+            try:
+                response = await client.get(path, headers=headers)
+                ok = response.status_code == 200
+            except Exception as exc:  # noqa: BLE001 - any failure counts
+                response, ok = exc, False
+            (served if ok else failures).append((path, response))
+
+
+async def test_a_rebuild_under_load_fails_no_request_and_loses_no_event(fresh, redis_client):
+    env, pool = fresh
+    env = {**env, "ORDERVIEW_CURSOR_SECRET": "test-cursor-secret-0123456789"}
+    settings = load_settings(env)
+    history = generate_varied(21, orders=(40, 25))
+    lines = [json.dumps(e) for e in history.events]
+    first, rest = lines[: len(lines) // 2], lines[len(lines) // 2 :]
+    async with pool.acquire() as conn:
+        _, key = await create_key(conn, "tenant-0", ["service_orders", "orders:read"])
+        await set_feature(conn, "tenant-0", "service_orders", True)
+    headers = {"Authorization": f"Bearer {key}"}
+    failures: list = []
+    served: list = []
+    stop = asyncio.Event()
+    async with projector(settings), api_client(settings) as client:
+        await publish_lines(redis_client, settings, first)
+        await wait_until_caught_up(redis_client, settings, timeout=60)
+        ids = [r[0] for r in await pool.fetch(f"SELECT id FROM {ORDERS} WHERE tenant = 'tenant-0'")]
+        readers = [asyncio.create_task(load(client, headers, ids, stop, failures, served))]
+        rebuild = asyncio.create_task(asyncio.to_thread(run_orderview, env, "rebuild", "--yes"))
+        for start in range(0, len(rest), 10):  # events keep arriving during the rebuild
+            await publish_lines(redis_client, settings, rest[start : start + 10])
+            await asyncio.sleep(0.02)
+        done = await rebuild
+        before_swap = len(served)
+        assert before_swap > 0
+        await wait_until_caught_up(redis_client, settings, timeout=60)
+        for _ in range(1200):  # and the API keeps serving, on the new tables
+            if len(served) >= before_swap + 200:
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.gather(*readers)
+
+        assert done.returncode == 0, done.stderr
+        assert failures == []
+        model = expected_state(history.events)
+        problems: list[str] = []
+        newest = ordered(expected_orders(model, "tenant-0"), lambda o: o["created_at"], True)
+        got = await walk(client, V1, {"include": "items,participant", "limit": 7}, headers)
+        compare(problems, "v1 list", [v1_doc(model, "tenant-0", i) for i in newest], got)
+        got = await walk(client, V2, {"limit": 9}, headers)
+        compare(problems, "v2 list", [v2_doc(model, "tenant-0", i) for i in newest], got)
+        assert problems == []
+    assert differences(model, await table_state(pool)) == []
+
+
+async def test_statements_prepared_on_the_old_tables_read_the_new_ones_after_the_swap(
+    fresh, redis_client
+):
+    env, pool = fresh
+    settings = load_settings(env)
+    events, lines = faulty_lines(15)
+    await publish_lines(redis_client, settings, lines)
+    async with pool.acquire() as conn:
+        count = "SELECT count(*) FROM read_model.orders WHERE tenant = $1"
+        for _ in range(6):  # prepared, and past PostgreSQL's switch to a generic plan
+            assert await conn.fetchval(count, "tenant-0") == 0
+        await run_rebuild(settings)
+        assert await conn.fetchval(count, "tenant-0") == 16
+
+
+# ---- killed -----------------------------------------------------------------------------------
+
+
+async def wait_for_phase(pool: asyncpg.Pool, phase: str, proc) -> None:
+    for _ in range(1200):
+        status = await rebuild_status(pool)
+        if status["rebuild"] and status["rebuild"]["phase"] == phase:
+            return
+        if proc.returncode is not None:
+            raise AssertionError(f"the rebuild ended before phase {phase}")
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the rebuild never reached phase {phase}")
+
+
+async def waiting_on_a_lock(pool: asyncpg.Pool) -> None:
+    for _ in range(1200):
+        if await pool.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the rebuild never waited")
+
+
+@contextlib.asynccontextmanager
+async def locked(pool: asyncpg.Pool, sql: str) -> AsyncIterator[None]:
+    """A lock held by a transaction of its own until the block ends."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(sql)
+        yield
+
+
+@pytest.mark.parametrize("phase", ["replay", "indexes", "swap"])
+async def test_a_rebuild_killed_leaves_the_live_model_untouched_and_a_rerun_succeeds(
+    fresh, redis_client, phase
+):
+    """The rebuild is held in a phase by a lock the test takes (the dead-letter ledger the replay
+    reads, the table CREATE INDEX needs, the read-model lock the swap needs), then SIGKILLed."""
+    env, pool = fresh
+    settings = load_settings(env)
+    events, lines = faulty_lines(16)
+    async with projector(settings):
+        await publish_lines(redis_client, settings, lines)
+        await wait_until_caught_up(redis_client, settings, timeout=60)
+    live = await snapshot(pool)
+    async with contextlib.AsyncExitStack() as stack:
+        ledger = contextlib.AsyncExitStack()
+        await ledger.enter_async_context(
+            locked(pool, "LOCK TABLE orderview.dead_letters IN ACCESS EXCLUSIVE MODE")
+        )
+        proc = await asyncio.create_subprocess_exec(
+            ORDERVIEW, "rebuild", "--yes", env={**os.environ, **env},
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        stack.push_async_callback(proc.wait)
+        stack.callback(lambda: proc.returncode is None and proc.kill())
+        await wait_for_phase(pool, "replay", proc)
+        if phase == "indexes":
+            lock = f"LOCK TABLE {NEXT_SCHEMA}.orders IN ROW EXCLUSIVE MODE"
+            await stack.enter_async_context(locked(pool, lock))
+        if phase == "swap":
+            lock = f"SELECT pg_advisory_xact_lock_shared({READ_MODEL_LOCK})"
+            await stack.enter_async_context(locked(pool, lock))
+        if phase != "replay":
+            await ledger.aclose()
+        await wait_for_phase(pool, phase, proc)
+        await waiting_on_a_lock(pool)
+        proc.kill()
+        await proc.wait()
+        await ledger.aclose()
+
+    assert await snapshot(pool) == live
+    await run_rebuild(settings)
+    assert await snapshot(pool) == live
+    schemas = {r[0] for r in await pool.fetch("SELECT nspname FROM pg_namespace")}
+    assert not schemas & {NEXT_SCHEMA, OLD_SCHEMA}
+    assert (await rebuild_status(pool))["rebuild"]["phase"] == "done"
+
+
+async def test_a_rerun_drops_the_old_schema_a_rebuild_killed_after_its_swap_left(
+    fresh, redis_client
+):
+    env, pool = fresh
+    await pool.execute(f"CREATE SCHEMA {OLD_SCHEMA}; CREATE TABLE {OLD_SCHEMA}.orders (id int)")
+    await run_rebuild(load_settings(env))
+    schemas = {r[0] for r in await pool.fetch("SELECT nspname FROM pg_namespace")}
+    assert OLD_SCHEMA not in schemas
