@@ -172,7 +172,8 @@ def test_keda_triggers_watch_the_projectors_streams_and_group(manifests: Manifes
 
 
 def test_production_scales_the_projector_with_keda(manifests: Manifests) -> None:
-    expected = {"production": "ScaledObject"}.get(manifests.overlay, "HorizontalPodAutoscaler")
+    keda = {"production": "ScaledObject", "production-rebuild": "ScaledObject"}
+    expected = keda.get(manifests.overlay, "HorizontalPodAutoscaler")
     scalers = [
         obj["kind"]
         for obj in manifests.of_kind("ScaledObject") + manifests.of_kind("HorizontalPodAutoscaler")
@@ -255,3 +256,19 @@ def test_migrations_run_as_a_job_applied_in_the_first_phase(manifests: Manifests
     ]
     for obj in needed:
         assert selects(phase, obj["metadata"]["labels"]), obj["metadata"]["name"]
+
+
+def test_a_rebuild_is_a_job_of_its_own_overlay_never_part_of_a_deploy(manifests: Manifests) -> None:
+    jobs = {j["metadata"]["name"]: j for j in manifests.of_kind("Job")}
+    if not manifests.overlay.endswith("-rebuild"):
+        assert "orderview-rebuild" not in jobs
+        return
+    job = jobs["orderview-rebuild"]
+    pod = job["spec"]["template"]["spec"]
+    assert pod["containers"][0]["args"] == ["rebuild", "--yes"]
+    assert pod["restartPolicy"] == "Never" and job["metadata"]["namespace"] == "orderview"
+    assert selects({"orderview.io/apply-phase": "rebuild"}, job["metadata"]["labels"])
+    config = pod["containers"][0]["envFrom"][0]["configMapRef"]["name"]
+    assert config in {m["metadata"]["name"] for m in manifests.of_kind("ConfigMap")}
+    limit = pod["containers"][0]["resources"]["limits"]["memory"]
+    assert limit == "512Mi"  # the rebuild's peak RSS target is 300 MB (benchmarks/rebuild.py)
