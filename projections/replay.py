@@ -10,6 +10,7 @@ poison and gaps in entries the live group has not settled yet are left to the li
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -18,7 +19,7 @@ from projections.consumer import decode_entries
 from projections.events import Event
 from projections.fold import Plan, plan_batch
 from projections.tables import DEAD_LETTERS
-from projections.writer import copy_plan, load_states, render_plan, write_plan
+from projections.writer import Rows, copy_plan, load_states, overlay, render_plan, write_plan
 
 # An entry's key: (stream, entry id) for a stream entry, (None, line number) for a file line.
 Key = tuple[str | None, Any]
@@ -27,6 +28,16 @@ _DEAD = f"""
 SELECT stream, entry_id FROM {DEAD_LETTERS}
 WHERE (stream, entry_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
 """
+
+
+@dataclass
+class Folded:
+    """A window folded and rendered: what to write, and which of its orders are stored already
+    (or being written by the window before), so that only the others go in by COPY."""
+
+    plan: Plan
+    rows: Rows
+    stored: set[tuple[str, int]]
 
 
 class Replay:
@@ -43,6 +54,18 @@ class Replay:
     ) -> Plan:
         """Fold entries (and the gaps held so far) into the schema, in the caller's transaction.
         `bulk`: the schema has no secondary index yet (writer.copy_plan), else the live path."""
+        folded = await self.fold(stream, entries)
+        await self.write(self.conn, folded, bulk)
+        return folded.plan
+
+    async def fold(
+        self,
+        stream: str | None,
+        entries: list[tuple[Any, dict[bytes, bytes]]],
+        base: Plan | None = None,
+    ) -> Folded:
+        """Validate, fold and render entries and the held gaps on the stored states, overlaid
+        with `base`: the plan of a window being written meanwhile (on another connection)."""
         batch = decode_entries(entries)
         self.counts["poison"] += len(batch.poison)
         candidates: dict[Key, Event] = {(stream, k): e for k, e in batch.events.items()}
@@ -52,17 +75,22 @@ class Replay:
             self.held.pop(key, None)
             self.counts["dead"] += 1
         orders, participants = await load_states(self.conn, candidates.values(), self.schema)
+        if base is not None:
+            orders = overlay(orders, base.orders)
+            participants = overlay(participants, base.participants)
         plan = plan_batch(list(candidates.items()), orders, participants)
-        rows = render_plan(plan)
-        if bulk:
-            await copy_plan(self.conn, plan, rows, set(orders), self.schema)
-        else:
-            await write_plan(self.conn, plan, rows, self.schema)
         self.held = {key: candidates[key] for key in plan.held}
         self.counts["applied"] += len(plan.applied)
         self.counts["duplicates"] += len(plan.duplicates)
         self.counts["unknown_types"] += plan.unknown_types
-        return plan
+        return Folded(plan, render_plan(plan), set(orders))
+
+    async def write(self, conn: asyncpg.Connection, folded: Folded, bulk: bool) -> None:
+        """Write a folded window into the schema through `conn`, in the caller's transaction."""
+        if bulk:
+            await copy_plan(conn, folded.plan, folded.rows, folded.stored, self.schema)
+        else:
+            await write_plan(conn, folded.plan, folded.rows, self.schema)
 
     async def _dead(self, candidates: dict[Key, Event]) -> set[Key]:
         """The candidates the dead-letter ledger has (stream entries only)."""

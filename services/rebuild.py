@@ -27,7 +27,7 @@ from orderview.db import create_redis
 from orderview.settings import Settings
 from projections import rebuilds, release, shadow
 from projections.migrate import migration_files
-from projections.replay import Replay
+from projections.replay import Folded, Replay
 from projections.tables import MIGRATIONS, NEXT_SCHEMA
 from projections.writer import READ_MODEL_LOCK, copy_all_participants
 from services.publish import read_lines
@@ -152,9 +152,16 @@ def count_lines(path: Path) -> int:
 class Rebuild:
     """One run of `orderview rebuild` on its own connection, holding the rebuild lock."""
 
-    def __init__(self, settings: Settings, conn: asyncpg.Connection, client: redis.Redis):
+    def __init__(
+        self,
+        settings: Settings,
+        conn: asyncpg.Connection,
+        writer: asyncpg.Connection,
+        client: redis.Redis,
+    ):
         self.settings = settings
         self.conn = conn
+        self.writer = writer
         self.streams = Streams(client, settings)
         self.replay = Replay(conn, NEXT_SCHEMA)
         self.progress: Progress | None = None
@@ -166,13 +173,13 @@ class Rebuild:
         rebuild = await rebuilds.start(
             self.conn, str(source or ",".join(self.streams.streams)), total
         )
-        self.progress = progress = Progress(self.conn, rebuild, total)
+        self.progress = progress = Progress(self.writer, rebuild, total)
         try:
             indexes = await shadow.create(self.conn)
             await progress.phase("replay")
             if source is not None:
                 for window in file_windows(source):
-                    await self.apply(None, window, bulk=True)
+                    await self.write(await self.replay.fold(None, window), len(window))
             for stream in self.streams.streams:
                 await self.replay_stream(stream)
             await progress.phase("indexes")
@@ -209,15 +216,36 @@ class Rebuild:
         await self.progress.advance(len(entries))
 
     async def replay_stream(self, stream: str) -> None:
-        """Fold a stream from its first entry to its current end, WINDOW entries at a time."""
+        """Fold a stream from its first entry to its current end, WINDOW entries at a time. Two
+        windows are in flight: window k is written (COPY, on the writer connection) while k+1 is
+        read, folded and rendered on the states stored, overlaid with k's plan."""
+        writing: asyncio.Task | None = None
+        base = None
+        try:
+            while window := await self.window(stream):
+                folded = await self.replay.fold(stream, window, base)
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(self.write(folded, len(window)))
+                base = folded.plan
+            if writing is not None:
+                await writing
+        finally:
+            if writing is not None and not writing.done():
+                writing.cancel()
+
+    async def window(self, stream: str) -> list:
+        """The next WINDOW entries of a stream (fewer at its end; none past it)."""
         window: list = []
-        while entries := await self.streams.read(stream, READ_COUNT):
+        while len(window) < WINDOW and (entries := await self.streams.read(stream, READ_COUNT)):
             window += entries
-            if len(window) >= WINDOW:
-                await self.apply(stream, window, bulk=True)
-                window = []
-        if window:
-            await self.apply(stream, window, bulk=True)
+        return window
+
+    async def write(self, folded: Folded, count: int) -> None:
+        async with self.writer.transaction():
+            await self.replay.write(self.writer, folded, bulk=True)
+        assert self.progress is not None
+        await self.progress.advance(count)
 
     async def catch_up(self) -> None:
         """Apply what arrived during the replay by the live path, until a pass over the streams
@@ -273,14 +301,18 @@ class Rebuild:
 
 async def run_rebuild(settings: Settings, source: Path | None = None) -> dict[str, int]:
     """Run a rebuild to its swap; raise RebuildBusy when another one runs."""
-    conn = await asyncpg.connect(
-        settings.require("database_url"),
-        # A crash means starting over: the rebuild's commits need not wait for the disk.
-        server_settings={"application_name": "orderview-rebuild", "synchronous_commit": "off"},
-    )
+    dsn = settings.require("database_url")
+    # A crash means starting over: the rebuild's commits need not wait for the disk (the swap's
+    # commit does, see Rebuild.swap).
+    server_settings = {"application_name": "orderview-rebuild", "synchronous_commit": "off"}
+    conn = await asyncpg.connect(dsn, server_settings=server_settings)
     client = create_redis(settings.require("redis_url"), f"orderview-rebuild:{settings.consumer}")
     try:
-        return await Rebuild(settings, conn, client).run(source)
+        writer = await asyncpg.connect(dsn, server_settings=server_settings)
+        try:
+            return await Rebuild(settings, conn, writer, client).run(source)
+        finally:
+            await writer.close()
     finally:
         await client.aclose()
         await conn.close()
