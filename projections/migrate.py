@@ -37,15 +37,19 @@ def migration_files() -> list[tuple[str, str]]:
 def read_model_templates() -> list[tuple[str, str]]:
     """The migrations that shape the read model (they name its tables), as templates. Such a
     migration names no service table: a rebuild replays these, and only these, into its schema."""
-    chosen = []
-    for version, text in _templates():
-        used = {m.group("named") or m.group("braced") for m in Template.pattern.finditer(text)}
-        used.discard(None)
-        if used & set(READ_MODEL_NAMES):
-            if used - set(READ_MODEL_NAMES):
-                raise ValueError(f"migration {version} mixes read-model and service tables")
-            chosen.append((version, text))
-    return chosen
+    return [(version, text) for version, text in _templates() if shapes_read_model(version, text)]
+
+
+def shapes_read_model(version: str, text: str) -> bool:
+    """Whether a migration names the read model's tables; one naming service tables too is an
+    error (a rebuild could not replay it into its own schema)."""
+    used = {m.group("named") or m.group("braced") for m in Template.pattern.finditer(text)}
+    used.discard(None)
+    if not used & set(READ_MODEL_NAMES):
+        return False
+    if used - set(READ_MODEL_NAMES):
+        raise ValueError(f"migration {version} mixes read-model and service tables")
+    return True
 
 
 def read_model_sql(schema: str) -> list[str]:

@@ -80,7 +80,7 @@ async def check(conn: asyncpg.Connection | asyncpg.Pool, process: str) -> bool:
         log.warning(
             "the read model was built by another release: run `orderview rebuild`",
             extra={
-                "process": process,
+                "component": process,
                 "built_by_release": (built or {}).get("fingerprint", "unknown"),
                 "this_release": fingerprint(),
             },

@@ -14,8 +14,10 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from orderview.settings import Settings, load_settings
+from projections import release
 from projections.rebuilds import REBUILD_LOCK, rebuild_status
 from projections.tables import NEXT_SCHEMA, OLD_SCHEMA, ORDERS, PARTICIPANTS
 from projections.writer import READ_MODEL_LOCK
@@ -367,3 +369,16 @@ async def test_a_rerun_drops_the_old_schema_a_rebuild_killed_after_its_swap_left
     await run_rebuild(load_settings(env))
     schemas = {r[0] for r in await pool.fetch("SELECT nspname FROM pg_namespace")}
     assert OLD_SCHEMA not in schemas
+
+
+async def test_a_read_model_built_by_another_release_is_reported_at_start(fresh):
+    env, pool = fresh
+    assert await release.check(pool, "test") is True  # migrate recorded this release
+    assert REGISTRY.get_sample_value("orderview_read_model_outdated") == 0
+    await pool.execute(
+        """COMMENT ON SCHEMA read_model IS '{"fingerprint": "0.0.1+000000000000"}'"""
+    )
+    assert await release.check(pool, "test") is False
+    assert REGISTRY.get_sample_value("orderview_read_model_outdated") == 1
+    status = await rebuild_status(pool)
+    assert status["read_model_release"] == "0.0.1+000000000000" != status["this_release"]
