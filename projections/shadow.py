@@ -36,25 +36,19 @@ async def create(conn: asyncpg.Connection) -> list[str]:
     return [definition for _, definition in indexes]
 
 
-async def build_indexes(dsn: str, definitions: list[str], parallel: int = 2) -> None:
-    """Build the secondary indexes, `parallel` at a time (each on a connection of its own;
-    PostgreSQL may also use parallel workers for each), then ANALYZE."""
+async def build_indexes(conns: list[asyncpg.Connection], definitions: list[str]) -> None:
+    """Build the secondary indexes, one at a time on each connection (PostgreSQL may also use
+    parallel workers for each), then ANALYZE."""
     queue = list(definitions)
 
-    async def worker() -> None:
-        conn = await asyncpg.connect(dsn, server_settings={"maintenance_work_mem": "128MB"})
-        try:
-            while queue:
-                await conn.execute(queue.pop(0))
-        finally:
-            await conn.close()
+    async def worker(conn: asyncpg.Connection) -> None:
+        await conn.execute("SET maintenance_work_mem = '128MB'")
+        while queue:
+            await conn.execute(queue.pop(0))
+        await conn.execute("RESET maintenance_work_mem")
 
-    await asyncio.gather(*(worker() for _ in range(max(1, min(parallel, len(queue))))))
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f"ANALYZE {NEXT_SCHEMA}.orders, {NEXT_SCHEMA}.participants")
-    finally:
-        await conn.close()
+    await asyncio.gather(*(worker(conn) for conn in conns))
+    await conns[0].execute(f"ANALYZE {NEXT_SCHEMA}.orders, {NEXT_SCHEMA}.participants")
 
 
 async def rename(conn: asyncpg.Connection) -> None:

@@ -184,7 +184,7 @@ class Rebuild:
                 await self.replay_stream(stream)
             await progress.phase("indexes")
             await copy_all_participants(self.conn, NEXT_SCHEMA)
-            await shadow.build_indexes(self.settings.require("database_url"), indexes)
+            await shadow.build_indexes([self.conn, self.writer], indexes)
             await progress.phase("catch-up")
             await self.catch_up()
             await progress.phase("swap")
