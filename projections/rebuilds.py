@@ -14,6 +14,7 @@ REBUILD_LOCK = 0x6F767262  # "ovrb"
 
 _RUNNING = """
 SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
                AND classid = 0 AND objid = $1 AND objsubid = 1)
 """
 
