@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 
+import asyncpg
 from prometheus_client import start_http_server
 
 from orderview.db import create_pool, create_redis
@@ -51,7 +52,10 @@ async def run_projector(settings: Settings, stopping: asyncio.Event | None = Non
     pool = await create_pool(
         settings.require("database_url"), name="projector", max_size=2 * len(settings.streams) + 1
     )
-    await release.check(pool, "projector")
+    try:
+        await release.check(pool, "projector")
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # not worth a stop
+        log.warning("could not read which release built the read model", extra={"error": repr(exc)})
     options = options_from(settings)
     client = create_redis(settings.require("redis_url"), f"orderview-projector:{options.consumer}")
     consumers = [StreamConsumer(client, pool, s, options) for s in settings.streams]
