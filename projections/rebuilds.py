@@ -56,18 +56,23 @@ async def finish(conn: asyncpg.Connection, rebuild: int, phase: str) -> None:
     )
 
 
+async def running(conn: asyncpg.Connection | asyncpg.Pool) -> bool:
+    """Whether a rebuild process holds the rebuild lock in this database now."""
+    return bool(await conn.fetchval(_RUNNING, REBUILD_LOCK))
+
+
 async def rebuild_status(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, Any]:
     """What `orderview status` shows: the latest rebuild (running or not; a row left unfinished
     by a killed process reads `killed`) and which release built the read model."""
     row = await conn.fetchrow(f"SELECT * FROM {REBUILDS} ORDER BY id DESC LIMIT 1")
     latest = dict(row) if row else None
-    running = bool(await conn.fetchval(_RUNNING, REBUILD_LOCK))
-    if latest and latest["finished_at"] is None and not running:
+    alive = await running(conn)
+    if latest and latest["finished_at"] is None and not alive:
         latest["phase"] = "killed"
     built = await recorded(conn)
     return {
         "rebuild": latest,
-        "rebuild_running": running and latest is not None and latest["finished_at"] is None,
+        "rebuild_running": alive and latest is not None and latest["finished_at"] is None,
         "read_model_release": (built or {}).get("fingerprint"),
         "read_model_built_at": (built or {}).get("built_at"),
         "this_release": fingerprint(),

@@ -19,6 +19,7 @@ import redis.asyncio as redis
 
 from orderview.db import create_redis
 from orderview.settings import Settings
+from projections import rebuilds
 from projections.consumer import dlq_key
 from projections.progress import HEARTBEAT_SECONDS
 from projections.tables import CONSUMERS, DEAD_LETTERS, ORDERS, PARTICIPANTS, REBUILDS
@@ -127,6 +128,8 @@ async def rebuild_in_progress(conn: asyncpg.Connection) -> list[dict] | None:
     (None when the table does not exist)."""
     if await conn.fetchval("SELECT to_regclass($1)", REBUILDS) is None:
         return None
+    if not await rebuilds.running(conn):  # an unfinished row without its process was killed
+        return []
     rows = [json.loads(r[0]) for r in await conn.fetch(f"SELECT to_jsonb(r) FROM {REBUILDS} r")]
     return [r for r in rows if r.get("finished_at") is None]
 

@@ -17,13 +17,14 @@ import pytest
 from prometheus_client import REGISTRY
 
 from orderview.settings import Settings, load_settings
-from projections import release
+from projections import rebuilds, release
 from projections.rebuilds import REBUILD_LOCK, rebuild_status
 from projections.tables import NEXT_SCHEMA, OLD_SCHEMA, ORDERS, PARTICIPANTS
 from projections.writer import READ_MODEL_LOCK
 from services.api.app import create_app
 from services.api.keys import create_key, set_feature
 from services.rebuild import RebuildBusy, run_rebuild
+from services.status import rebuild_in_progress
 from tests.conftest import RUN_ID, create_database, drop_database
 from tests.histories import generate_varied, with_faults
 from tests.integration.test_api.test_random_documents import (
@@ -406,3 +407,16 @@ async def test_a_gap_the_live_projector_holds_across_the_swap_is_applied_once_it
 def _same_aggregate(a: dict, b: dict) -> bool:
     kind = a["type"].partition(".")[0] == b["type"].partition(".")[0]
     return kind and (a["tenant"], a["aggregate_id"]) == (b["tenant"], b["aggregate_id"])
+
+
+async def test_status_shows_a_rebuild_in_progress_only_while_its_process_holds_the_lock(fresh):
+    _, pool = fresh
+    async with pool.acquire() as conn:
+        rebuild = await rebuilds.start(conn, "orders:events", 10)
+        await rebuilds.update(conn, rebuild, "replay", 4, 2.0)
+        assert await rebuild_in_progress(conn) == []  # its process is gone: killed
+        assert (await rebuild_status(conn))["rebuild"]["phase"] == "killed"
+        await conn.execute("SELECT pg_advisory_lock($1)", REBUILD_LOCK)
+        (shown,) = await rebuild_in_progress(conn)
+        assert (shown["phase"], shown["position"], shown["rate"]) == ("replay", 4, 2.0)
+        await conn.execute("SELECT pg_advisory_unlock($1)", REBUILD_LOCK)
