@@ -26,6 +26,7 @@ from tqdm import tqdm
 from orderview.db import create_redis
 from orderview.settings import Settings
 from projections import rebuilds, release, shadow
+from projections.invalidation import flush_all
 from projections.migrate import migration_files
 from projections.replay import Folded, Replay
 from projections.tables import MIGRATIONS, NEXT_SCHEMA
@@ -277,6 +278,7 @@ class Rebuild:
                     await self.apply_tails()
                     await release.record(self.conn, NEXT_SCHEMA, by="rebuild")
                     await shadow.rename(self.conn)
+                    await flush_all(self.conn)  # every API's document cache, at the commit
                     await rebuilds.update(self.conn, self.progress.rebuild, "swapped",
                                           self.progress.position, self.progress.rate())  # fmt: skip
                 return

@@ -3,7 +3,8 @@
 -- go through it: a TRUNCATE or DELETE of the read tables (an operator's purge, a test resetting
 -- them) tells every cache to empty itself, in the same transaction. An UPDATE by hand must be
 -- followed by `SELECT pg_notify('orderview_cache', '{}')` (or a restart of the API).
-CREATE FUNCTION ${service_schema}.flush_document_caches() RETURNS trigger
+-- OR REPLACE: a rebuild replays this file into its own schema (the function exists by then).
+CREATE OR REPLACE FUNCTION ${service_schema}.flush_document_caches() RETURNS trigger
 LANGUAGE plpgsql AS $$$$  -- (a doubled dollar sign here is one once placeholders are filled in)
 BEGIN
     PERFORM pg_notify('orderview_cache', '{}');
