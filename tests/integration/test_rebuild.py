@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 
 from orderview.settings import Settings, load_settings
 from projections import rebuilds, release
+from projections.invalidation import CHANNEL
 from projections.rebuilds import REBUILD_LOCK, rebuild_status
 from projections.tables import NEXT_SCHEMA, OLD_SCHEMA, ORDERS, PARTICIPANTS
 from projections.writer import READ_MODEL_LOCK
@@ -420,3 +421,21 @@ async def test_status_shows_a_rebuild_in_progress_only_while_its_process_holds_t
         (shown,) = await rebuild_in_progress(conn)
         assert (shown["phase"], shown["position"], shown["rate"]) == ("replay", 4, 2.0)
         await conn.execute("SELECT pg_advisory_unlock($1)", REBUILD_LOCK)
+
+
+async def test_the_swap_tells_every_api_process_to_empty_its_document_cache(fresh, redis_client):
+    env, pool = fresh
+    heard: list[str] = []
+
+    def hear(*args) -> None:
+        heard.append(args[-1])
+
+    async with pool.acquire() as conn:
+        await conn.add_listener(CHANNEL, hear)
+        await run_rebuild(load_settings(env))
+        for _ in range(100):
+            if "{}" in heard:
+                break
+            await asyncio.sleep(0.05)
+        await conn.remove_listener(CHANNEL, hear)
+    assert "{}" in heard
