@@ -57,7 +57,7 @@ def cmd_projector(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     """Append a JSON-lines file of envelopes to the configured streams."""
-    from orderview.db import create_redis
+    from orderview.db import redis_client
     from services.publish import publish_file
 
     path = Path(args.file)
@@ -65,7 +65,7 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
         raise SettingsError(f"FILE {args.file!r} is not a readable file")
 
     async def main() -> int:
-        client = create_redis(settings.require("redis_url"))
+        client = redis_client(settings)
         try:
             return await publish_file(client, settings.streams, path)
         finally:

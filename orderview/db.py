@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 import asyncpg
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
+
+if TYPE_CHECKING:
+    from orderview.settings import Settings
 
 log = logging.getLogger("orderview.db")
 
@@ -42,13 +47,28 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """Release without the reset query (asyncpg has already ended any open transaction)."""
 
 
-def create_redis(url: str, name: str | None = None) -> redis.Redis:
+def redis_client(settings: Settings, name: str | None = None) -> redis.Redis | RedisCluster:
+    """The Redis client of these settings: a Redis Cluster client when ORDERVIEW_REDIS_CLUSTER
+    is set. Every process that talks to Redis opens its client here."""
+    return create_redis(settings.require("redis_url"), name, cluster=settings.redis_cluster)
+
+
+def create_redis(
+    url: str, name: str | None = None, *, cluster: bool = False
+) -> redis.Redis | RedisCluster:
     """A Redis client returning bytes; connections open lazily and reconnect on demand. `name`
-    is what CLIENT LIST shows for its connections (spaces, which Redis refuses, become `_`)."""
-    return redis.from_url(
-        url,
-        decode_responses=False,
-        socket_keepalive=True,
-        health_check_interval=15,
-        client_name=name.replace(" ", "_") if name else None,
-    )
+    is what CLIENT LIST shows for its connections (spaces, which Redis refuses, become `_`).
+
+    `cluster`: `url` names one node of a Redis Cluster; the client learns the others and the
+    slot map from it, follows MOVED/ASK redirections and re-reads the map after a failover. Its
+    socket timeout is off, as a single client's is, so a blocking XREADGROUP may block as long
+    as ORDERVIEW_BLOCK_MS allows."""
+    options = {
+        "decode_responses": False,
+        "socket_keepalive": True,
+        "health_check_interval": 15,
+        "client_name": name.replace(" ", "_") if name else None,
+    }
+    if cluster:
+        return RedisCluster.from_url(url, socket_timeout=None, **options)
+    return redis.from_url(url, **options)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Annotated
 
 import msgspec
+from redis.crc import key_slot
 
 PREFIX = "ORDERVIEW_"
 
@@ -37,6 +38,7 @@ class Settings(
     streams: Annotated[tuple[StreamKey, ...], msgspec.Meta(min_length=1)] = ("orders:events",)
     consumer_group: Annotated[str, msgspec.Meta(min_length=1)] = "orderview"
     consumer_name: Annotated[str, msgspec.Meta(min_length=1)] = ""
+    redis_cluster: bool = False
     # Projector
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
     block_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 1000
@@ -92,7 +94,29 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     for field in ("database_url", "read_database_url"):
         _check_url(field, getattr(settings, field), ("postgresql", "postgres"))
     _check_url("redis_url", settings.redis_url, ("redis", "rediss", "unix"))
+    if settings.redis_cluster:
+        _check_cluster(settings)
     return settings
+
+
+def _check_cluster(settings: Settings) -> None:
+    """On a Redis Cluster every stream needs a hash tag, so that it and its `:dlq` share a slot
+    (the projector writes a dead letter and acknowledges its entry in one pipeline to one node);
+    the cluster client takes neither a unix socket nor a database other than 0."""
+    for stream in settings.streams:
+        if key_slot(stream.encode()) != key_slot(f"{stream}:dlq".encode()):
+            raise SettingsError(
+                f"{_env_name('streams')} is malformed: {stream!r} has no hash tag, which "
+                f"{_env_name('redis_cluster')}=true needs (name it {{{stream}}})"
+            )
+    url = settings.redis_url or ""
+    scheme, _, rest = url.partition("://")
+    db = rest.partition("?")[0].partition("/")[2]
+    if scheme == "unix" or db not in ("", "0"):
+        raise SettingsError(
+            f"{_env_name('redis_url')} is malformed: a Redis Cluster is reached over TCP, "
+            "database 0 (redis://host:port or rediss://host:port)"
+        )
 
 
 def _check_url(field: str, url: str | None, schemes: tuple[str, ...]) -> None:

@@ -26,6 +26,18 @@ from projections.writer import DeadLetters, Turn, apply_batch, mark_published
 
 log = logging.getLogger("orderview.consumer")
 
+# Redis, or a Redis Cluster, not answering for now. On a cluster a failover in progress shows as
+# CLUSTERDOWN, TRYAGAIN or MASTERDOWN, and a slot map the client cannot refresh (no node reachable)
+# as RedisClusterException, which is not a RedisError.
+REDIS_UNAVAILABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.RedisClusterException,
+)
 TRANSIENT = (
     OSError,
     asyncio.TimeoutError,
@@ -36,9 +48,7 @@ TRANSIENT = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
+    *REDIS_UNAVAILABLE,
 )
 
 
@@ -157,13 +167,20 @@ class StreamConsumer:
         o = self.options
         # Held gaps are retried at least every RETRY_MS, so block no longer than that then.
         block = min(o.block_ms, RETRY_MS) if self.held else o.block_ms
-        reply = await self.redis.xreadgroup(
-            o.group,
-            o.consumer,
-            {self.stream: self._read_from},
-            count=o.batch_size,
-            block=block if self._read_from == b">" else None,
-        )
+        try:
+            reply = await self.redis.xreadgroup(
+                o.group,
+                o.consumer,
+                {self.stream: self._read_from},
+                count=o.batch_size,
+                block=block if self._read_from == b">" else None,
+            )
+        except redis.exceptions.ResponseError as exc:
+            if not str(exc).startswith("UNBLOCKED"):
+                raise
+            # Our read was blocked on a master that a failover turned into a replica: nothing was
+            # delivered; the next read follows the slot to its new master.
+            return []
         entries = reply[0][1] if reply else []
         if self._read_from != b">":
             if not entries:
@@ -344,19 +361,19 @@ class StreamConsumer:
                 else:
                     await self._pipeline(stopping, backlog)
                 backoff = 0.1
-            except redis.exceptions.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                # The group vanished (a Redis restarted without persistence): create it again.
-                log.warning("consumer group missing, recreating", extra={"stream": self.stream})
-                self._group_ready = False
-            except TRANSIENT as exc:
+            except TRANSIENT as exc:  # before ResponseError: CLUSTERDOWN is one too
                 log.warning(
                     "connection lost, retrying",
                     extra={"stream": self.stream, "error": repr(exc), "retry_in": backoff},
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The group vanished (a Redis restarted without persistence): create it again.
+                log.warning("consumer group missing, recreating", extra={"stream": self.stream})
+                self._group_ready = False
         try:
             await self.progress.stopped(self.pool)
         except TRANSIENT as exc:  # status sees it gone when its heartbeat is stale instead

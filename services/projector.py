@@ -9,7 +9,7 @@ import signal
 import asyncpg
 from prometheus_client import start_http_server
 
-from orderview.db import create_pool, create_redis
+from orderview.db import create_pool, redis_client
 from orderview.settings import Settings, SettingsError
 from projections import release
 from projections.consumer import Options, StreamConsumer
@@ -57,7 +57,7 @@ async def run_projector(settings: Settings, stopping: asyncio.Event | None = Non
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # not worth a stop
         log.warning("could not read which release built the read model", extra={"error": repr(exc)})
     options = options_from(settings)
-    client = create_redis(settings.require("redis_url"), f"orderview-projector:{options.consumer}")
+    client = redis_client(settings, f"orderview-projector:{options.consumer}")
     consumers = [StreamConsumer(client, pool, s, options) for s in settings.streams]
     log.info(
         "projector started",

@@ -8,12 +8,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -151,6 +153,39 @@ class ApiProcess:
 
     def logs(self) -> str:
         return _tail(self.log)
+
+
+class Traffic:
+    """Requests to the API every 50 ms in the background; every status seen, by phase."""
+
+    def __init__(self, base: str, headers: dict[str, str]):
+        self.client = httpx.AsyncClient(base_url=base, headers=headers, timeout=10)
+        self.phase = "start"
+        self.seen: Counter[tuple[str, int]] = Counter()
+        self.failures: list[str] = []
+        self._task: asyncio.Task | None = None
+
+    async def _run(self) -> None:
+        while True:
+            for path in ("/v1/orders?limit=5", "/api/v1/service-orders?limit=5"):
+                try:
+                    status = (await self.client.get(path)).status_code
+                except httpx.TransportError as exc:
+                    self.failures.append(f"{self.phase}: {exc!r}")
+                    continue
+                self.seen[(self.phase, status)] += 1
+            await asyncio.sleep(0.05)
+
+    async def __aenter__(self) -> Traffic:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self.client.aclose()
 
 
 class PrivateRedis:

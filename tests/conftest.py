@@ -188,3 +188,17 @@ def examples() -> Path:
     if folder is None:
         pytest.skip("contract examples not found: set ORDERVIEW_CONTRACT_DIR to shared/contract")
     return folder / "examples"
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A Redis Cluster of this run's own on loopback: 3 masters, 3 replicas (tests/cluster.py)."""
+    from services.embedded import EmbeddedError
+    from tests.cluster import LocalCluster
+
+    try:
+        cluster = LocalCluster()
+    except EmbeddedError as exc:
+        pytest.skip(f"no redis-server and no embedded Valkey: {exc}")
+    yield cluster
+    cluster.close()

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from litestar import Litestar
 from litestar.datastructures import State
 
-from orderview.db import create_pool, create_redis
+from orderview.db import create_pool, redis_client
 from orderview.settings import Settings
 from projections import release
 from services.api import errors, handlers, openapi
@@ -34,7 +34,7 @@ def create_app(settings: Settings, on_startup: Sequence[Callable[[], None]] = ()
         pool = await create_pool(settings.read_url, name="api", min_size=0,
                                  max_size=settings.pool_max_size, read_only=True)  # fmt: skip
         warm = asyncio.create_task(_warm(pool, settings.pool_min_size))
-        client = create_redis(settings.redis_url) if settings.redis_url else None
+        client = redis_client(settings) if settings.redis_url else None
         cache, listener = document_cache(settings)
         feed = asyncio.create_task(listener.run()) if listener is not None else None
         app.state.update(

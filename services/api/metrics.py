@@ -9,6 +9,7 @@ import asyncpg
 import redis.asyncio as redis
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
+from projections.consumer import REDIS_UNAVAILABLE
 from projections.metrics import LAG, PENDING
 from services.api.cache import DocumentCache
 
@@ -91,7 +92,7 @@ async def _projector_lag(client: redis.Redis, streams: tuple[str, ...], group: s
             LAG.labels(stream).set(float("nan") if lag is None else lag)
             PENDING.labels(stream).set(info.get("pending", 0))
         REDIS_UP.set(1)
-    except (redis.RedisError, OSError, TimeoutError) as exc:
+    except (redis.RedisError, *REDIS_UNAVAILABLE, OSError, TimeoutError) as exc:
         log.warning("projector lag unavailable", extra={"error": repr(exc)})
         REDIS_UP.set(0)
 
@@ -99,6 +100,8 @@ async def _projector_lag(client: redis.Redis, streams: tuple[str, ...], group: s
 async def _groups(client: redis.Redis, stream: str) -> dict[bytes, dict]:
     try:
         groups = await client.xinfo_groups(stream)
+    except REDIS_UNAVAILABLE:  # CLUSTERDOWN is a ResponseError too
+        raise
     except redis.ResponseError:  # the stream does not exist yet
         return {}
     return {g["name"] if isinstance(g["name"], bytes) else g["name"].encode(): g for g in groups}

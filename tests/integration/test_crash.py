@@ -8,6 +8,7 @@ import random
 from collections import Counter
 
 import pytest
+import redis.exceptions
 
 from orderview.settings import load_settings
 from projections.tables import DEAD_LETTERS
@@ -17,12 +18,23 @@ from tests.model import differences, expected_state, table_state
 from tests.support import dead_letters, outstanding, publish_lines, wait_until_caught_up
 
 
-async def crash_run(env, pool, redis_client, *, replicas: int, shards: int, kills: int, seed: int):
-    streams = (
-        ",".join(f"{env['ORDERVIEW_STREAMS']}:{i}" for i in range(shards))
-        if shards > 1
-        else env["ORDERVIEW_STREAMS"]
-    )
+async def crash_run(
+    env,
+    pool,
+    redis_client,
+    *,
+    replicas: int,
+    shards: int,
+    kills: int,
+    seed: int,
+    name=None,
+    orders: int = 2000,
+):
+    """`name(i)`: the key of shard i (default: the test's stream, `:i` appended when sharded)."""
+    if name is None:
+        base = env["ORDERVIEW_STREAMS"]
+        name = (lambda i: f"{base}:{i}") if shards > 1 else (lambda i: base)
+    streams = ",".join(name(i) for i in range(shards))
     env = {
         **env,
         "ORDERVIEW_STREAMS": streams,
@@ -32,13 +44,20 @@ async def crash_run(env, pool, redis_client, *, replicas: int, shards: int, kill
         "ORDERVIEW_LOG_LEVEL": "WARNING",
     }
     settings = load_settings(env)
-    history = with_faults(generate(seed, tenants=3, orders=2000, participants=40, renames=3), seed, duplicates=0.1, swaps=0.05, poison=24)  # fmt: skip
+    history = with_faults(generate(seed, tenants=3, orders=orders, participants=40, renames=3), seed, duplicates=0.1, swaps=0.05, poison=24)  # fmt: skip
     await publish_lines(redis_client, settings, history.lines(random.Random(seed)))
 
     rng = random.Random(seed)
     group = Replicas({**os.environ, **env}, replicas)
     killed_mid_work = 0
     try:
+        # Kill from the moment every stream's group exists: on a loaded machine the processes
+        # take seconds to start, and killing them before they read would test nothing.
+        deadline = asyncio.get_running_loop().time() + 60
+        while (left := await _outstanding(redis_client, settings)) < 0:
+            assert asyncio.get_running_loop().time() < deadline, "projectors did not start"
+            await asyncio.sleep(0.1)
+        assert left > 0, "the projectors finished before the first kill"
         await asyncio.sleep(1.0)
         for _ in range(kills):
             await asyncio.sleep(rng.uniform(0.2, 0.6))
@@ -66,6 +85,14 @@ async def crash_run(env, pool, redis_client, *, replicas: int, shards: int, kill
     assert [k for k, n in ids.items() if n > 1] == [], [tuple(r) for r in ledger]
     assert Counter(d["event"] for d in entries) == Counter(history.poison)
     assert await outstanding(redis_client, settings) == 0
+
+
+async def _outstanding(client, settings) -> int:
+    """outstanding(), -1 while a group does not exist yet."""
+    try:
+        return await outstanding(client, settings)
+    except redis.exceptions.ResponseError:  # no such key: nothing published to that shard yet
+        return -1
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ from projections.migrate import migrate
 from projections.tables import ORDERS
 from services.api.keys import create_key, set_feature
 from services.embedded import EmbeddedError, EmbeddedStack
-from tests.chaos import LONG, ApiProcess, PrivateRedis, Replicas, scale
+from tests.chaos import LONG, ApiProcess, PrivateRedis, Replicas, Traffic, scale
 from tests.histories import generate
 from tests.model import differences, expected_state, table_state
 from tests.reliability.test_chaos import publish_paced
@@ -66,39 +66,6 @@ async def private_servers() -> AsyncIterator[tuple[EmbeddedStack, PrivateRedis]]
         rd.close()
         stack.stop()
         EmbeddedStack.wipe(folder)
-
-
-class Traffic:
-    """Requests to the API every 50 ms in the background; every status seen, by phase."""
-
-    def __init__(self, base: str, headers: dict[str, str]):
-        self.client = httpx.AsyncClient(base_url=base, headers=headers, timeout=10)
-        self.phase = "start"
-        self.seen: Counter[tuple[str, int]] = Counter()
-        self.failures: list[str] = []
-        self._task: asyncio.Task | None = None
-
-    async def _run(self) -> None:
-        while True:
-            for path in ("/v1/orders?limit=5", "/api/v1/service-orders?limit=5"):
-                try:
-                    status = (await self.client.get(path)).status_code
-                except httpx.TransportError as exc:
-                    self.failures.append(f"{self.phase}: {exc!r}")
-                    continue
-                self.seen[(self.phase, status)] += 1
-            await asyncio.sleep(0.05)
-
-    async def __aenter__(self) -> Traffic:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        await self.client.aclose()
 
 
 async def until(check, limit: float, what: str) -> float:

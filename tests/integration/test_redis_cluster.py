@@ -1,0 +1,275 @@
+"""orderview on a Redis Cluster (ORDERVIEW_REDIS_CLUSTER=true): 3 masters and 3 replicas on
+loopback, 8 hash-tagged shards spread over the masters, real `orderview` processes.
+
+Projectors SIGKILLed mid-batch; a manual CLUSTER FAILOVER of a shard's master while events flow
+and the API serves; a master SIGKILLed outright. Each compared with the independent fold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from orderview.db import create_redis
+from orderview.settings import load_settings
+from projections.consumer import REDIS_UNAVAILABLE
+from projections.events import stream_for
+from projections.tables import ORDERS, PARTICIPANTS
+from services.api.keys import create_key, set_feature
+from tests.chaos import ApiProcess, Replicas, Traffic
+from tests.histories import generate, with_faults
+from tests.integration.test_crash import crash_run
+from tests.model import differences, expected_state, table_state
+from tests.support import dead_letters, outstanding, run_orderview, wait_until_caught_up
+
+SHARDS = 8
+TENANT = "tenant-0"
+
+
+def shards(tag: str) -> list[str]:
+    """The shard keys of one test, each its own hash tag: `{tag:orders:events:i}`."""
+    return [f"{{{tag}:orders:events:{i}}}" for i in range(SHARDS)]
+
+
+def on_cluster(env: dict[str, str], cluster, tag: str) -> dict[str, str]:
+    return {
+        **env,
+        "ORDERVIEW_REDIS_URL": cluster.url,
+        "ORDERVIEW_REDIS_CLUSTER": "true",
+        "ORDERVIEW_STREAMS": ",".join(shards(tag)),
+    }
+
+
+@pytest.fixture
+async def cluster_client(redis_cluster) -> AsyncIterator:
+    client = create_redis(redis_cluster.url, cluster=True)
+    yield client
+    await client.aclose()
+
+
+def test_a_stream_without_a_hash_tag_stops_a_cluster_process_at_start_naming_the_variable(
+    subprocess_env, redis_cluster
+):
+    env = {**on_cluster(subprocess_env, redis_cluster, "x"), "ORDERVIEW_STREAMS": "orders:events:0"}
+    done = run_orderview(env, "projector")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "orderview: ORDERVIEW_STREAMS is malformed: 'orders:events:0' has no hash tag, which "
+        "ORDERVIEW_REDIS_CLUSTER=true needs (name it {orders:events:0})"
+    ]
+
+
+async def test_publish_routes_every_event_to_its_shard_and_the_shards_spread_over_every_master(
+    subprocess_env, redis_cluster, cluster_client, tmp_path
+):
+    env = on_cluster(subprocess_env, redis_cluster, "publish")
+    history = generate(3, tenants=2, orders=300, participants=20)
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(history.lines()) + "\n")
+    done = run_orderview(env, "publish", str(path))
+    assert done.returncode == 0, done.stderr
+    streams = tuple(shards("publish"))
+    routed = Counter(
+        stream_for(streams, e["tenant"], e["type"].split(".")[0], e["aggregate_id"])
+        for e in history.events
+    )
+    assert {s: await cluster_client.xlen(s) for s in streams} == {s: routed[s] for s in streams}
+    masters = {redis_cluster.master_of(s).port for s in streams}
+    assert len(masters) == 3, masters
+
+
+@pytest.mark.slow
+async def test_projectors_killed_mid_batch_on_a_cluster_leave_the_tables_of_an_independent_fold(
+    env, pool, redis_cluster, cluster_client
+):
+    await crash_run(
+        on_cluster(env, redis_cluster, "crash"),
+        pool,
+        cluster_client,
+        replicas=3,
+        shards=SHARDS,
+        kills=10,
+        seed=803,
+        orders=4000,  # 24 consumers finish 2 000 orders a tenant before most kills
+        name=lambda i: shards("crash")[i],
+    )
+
+
+# ---- failovers while events flow --------------------------------------------------------------
+
+
+class Producer:
+    """Publishes lines in slices over about `seconds`, as a producer would: a slice that fails
+    (the cluster is electing a new master) is sent again, so an event may be published twice."""
+
+    def __init__(self, client, settings, lines: list[str], seconds: float):
+        self.client, self.settings, self.lines, self.seconds = client, settings, lines, seconds
+        self.retries = 0
+
+    async def run(self) -> None:
+        from tests.support import publish_lines
+
+        slices = max(1, int(self.seconds / 0.1))
+        size = -(-len(self.lines) // slices)
+        for i in range(0, len(self.lines), size):
+            while True:
+                try:
+                    await publish_lines(self.client, self.settings, self.lines[i : i + size])
+                    break
+                except REDIS_UNAVAILABLE:
+                    self.retries += 1
+                    await asyncio.sleep(0.2)
+            await asyncio.sleep(0.1)
+
+
+async def surviving_lines(client, streams) -> Counter[str]:
+    """Every `event` value still in the streams."""
+    found: Counter[str] = Counter()
+    for stream in streams:
+        for _, fields in await client.xrange(stream):
+            found[fields[b"event"].decode()] += 1
+    return found
+
+
+@contextlib.asynccontextmanager
+async def under_fault(env, pool, cluster, client, *, tag: str, seed: int, fault: Callable):
+    """3 projectors and an API with traffic while events flow; `fault(cluster, shard_0)` runs in
+    a thread once the flow is under way. Returns (history, settings, traffic, producer)."""
+    env = {**on_cluster(env, cluster, tag), "ORDERVIEW_BATCH_SIZE": "100",
+           "ORDERVIEW_CLAIM_IDLE_MS": "3000", "ORDERVIEW_GAP_TIMEOUT": "600",
+           "ORDERVIEW_LOG_LEVEL": "WARNING", "ORDERVIEW_KEY_CACHE_SECONDS": "1"}  # fmt: skip
+    settings = load_settings(env)
+    base = generate(seed, tenants=2, orders=1500, participants=30, renames=3)
+    history = with_faults(base, seed, duplicates=0.05, swaps=0.05, poison=12)
+    async with pool.acquire() as db, db.transaction():
+        _, key = await create_key(db, TENANT, ["orders:read", "service_orders"])
+        await set_feature(db, TENANT, "service_orders", True)
+    full = {**os.environ, **env}
+    group, api = Replicas(full, 3), ApiProcess(full)
+    producer = Producer(client, settings, history.lines(random.Random(seed)), seconds=10)
+    try:
+        await api.ready()
+        async with Traffic(api.base, {"Authorization": f"Bearer {key}"}) as traffic:
+            publishing = asyncio.create_task(producer.run())
+            await asyncio.sleep(3)
+            traffic.phase = "fault"
+            await asyncio.to_thread(fault, cluster, settings.streams[0])
+            traffic.phase = "after"
+            await publishing
+            yield history, settings, traffic, producer
+            dead = {n: p.returncode for n, p in group.procs.items() if p.poll() is not None}
+            assert dead == {}, f"projectors stopped: {dead}\n{group.logs()}"
+            metrics = (await traffic.client.get("/metrics")).text
+            assert "orderview_api_redis_up 1.0" in metrics, metrics[-2000:]
+    finally:
+        codes = group.stop_all()
+        group.close()
+        assert api.stop() == 0
+    assert set(codes.values()) == {0}, codes
+    statuses = Counter(status for (_, status) in traffic.seen.elements())
+    assert traffic.failures == [] and set(statuses) == {200}, (traffic.failures, statuses)
+    print(f"\n{tag}: {len(history.events)} events, {producer.retries} slices sent again, "
+          f"requests by phase and status {dict(traffic.seen)}")  # fmt: skip
+
+
+def manual_failover(cluster, stream: str) -> None:
+    master = cluster.master_of(stream)
+    replica = cluster.replica_of(master)
+    cluster.failover(replica)
+    assert cluster.master_of(stream) == replica
+
+
+@pytest.mark.slow
+async def test_a_manual_failover_of_a_shards_master_loses_and_doubles_nothing_and_no_caller_sees_it(
+    env, pool, redis_cluster, cluster_client
+):
+    faults = under_fault(
+        env, pool, redis_cluster, cluster_client, tag="failover", seed=61, fault=manual_failover
+    )
+    async with faults as (history, settings, _, _):
+        await wait_until_caught_up(cluster_client, settings, timeout=180)
+        assert differences(expected_state(history.events), await table_state(pool)) == []
+        letters = []
+        for stream in settings.streams:
+            letters += await dead_letters(cluster_client, stream)
+        assert Counter(d["event"] for d in letters) == Counter(history.poison)
+        assert await outstanding(cluster_client, settings) == 0
+
+
+def kill_master(cluster, stream: str) -> None:
+    """SIGKILL the master of `stream` (never the node clients start from), wait for its replica
+    to take over."""
+    master = cluster.master_of(stream)
+    if master is cluster.entry:  # keep the URL's node: restarted processes start from it
+        cluster.failover(cluster.replica_of(master))
+        master = cluster.master_of(stream)
+    replica = cluster.replica_of(master)
+    cluster.kill(master)
+    started = time.monotonic()
+    cluster.wait_healthy()
+    assert cluster.master_of(stream) == replica
+    print(f"\nreplica {replica.address} took over after {time.monotonic() - started:.1f} s")
+
+
+@pytest.mark.slow
+async def test_a_killed_master_never_stops_the_projector_nor_makes_it_apply_anything_twice(
+    env, pool, redis_cluster, cluster_client
+):
+    faults = under_fault(
+        env, pool, redis_cluster, cluster_client, tag="kill", seed=67, fault=kill_master
+    )
+    async with faults as (history, settings, _, _):
+        survived = await surviving_lines(cluster_client, settings.streams)
+        deadline = time.monotonic() + 180
+        while True:
+            events = folded_once(history.events, survived, await applied_seqs(pool))
+            diff = differences(expected_state(events), await table_state(pool))
+            if not diff and await lag(cluster_client, settings) == 0:
+                break
+            assert time.monotonic() < deadline, diff[:10]
+            await asyncio.sleep(0.2)
+        lost = [e for e in history.events if json.dumps(e) not in survived]
+        late = [e for e in lost if e not in events]
+        print(f"events lost with the master: {len(lost)}, of which applied before the loss: "
+              f"{len(lost) - len(late)}; entries not in the streams: "
+              f"{sum((Counter(history.lines()) - survived).values())}")  # fmt: skip
+
+
+def folded_once(events: list[dict], survived: Counter[str], applied: dict[tuple, int]):
+    """The events the tables must hold, once each and in seq order: every event still in the
+    streams, and those Redis lost after the projector had applied them (seq <= the applied seq
+    of its aggregate). The rest of the lost ones are lost to every reader."""
+    return [
+        e for e in events
+        if json.dumps(e) in survived or e["seq"] <= applied.get(_aggregate(e), 0)
+    ]  # fmt: skip
+
+
+def _aggregate(e: dict) -> tuple:
+    return (e["tenant"], e["type"].split(".")[0], e["aggregate_id"])
+
+
+async def applied_seqs(pool) -> dict[tuple, int]:
+    """The last applied seq of every aggregate, from the read tables."""
+    seqs = {}
+    for table, kind in ((ORDERS, "order"), (PARTICIPANTS, "participant")):
+        for r in await pool.fetch(f"SELECT tenant, id, seq FROM {table} WHERE seq > 0"):
+            seqs[(r["tenant"], kind, r["id"])] = r["seq"]
+    return seqs
+
+
+async def lag(client, settings) -> int:
+    """Entries not yet delivered to the group, over every stream."""
+    total = 0
+    for stream in settings.streams:
+        for group in await client.xinfo_groups(stream):
+            total += group.get("lag") or 0
+    return total
