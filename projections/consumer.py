@@ -52,6 +52,17 @@ TRANSIENT = (
 )
 
 
+def transient(exc: BaseException) -> bool:
+    """Whether `exc` is a lost connection or a server not answering for now: retried.
+
+    Also uvloop's RuntimeError on a write to a connection the peer has closed (a killed Redis
+    Cluster node): redis-py lets it through instead of a ConnectionError when the cluster client
+    reuses such a connection (redis/redis-py#4287, MagicStack/uvloop#506)."""
+    if isinstance(exc, RuntimeError) and "handler is closed" in str(exc):
+        return True
+    return isinstance(exc, TRANSIENT)
+
+
 def refused(exc: BaseException) -> bool:
     """Whether a batch failed on its own content rather than on a connection: PostgreSQL refused
     it (an index entry too wide, a constraint), or folding or rendering one of its events raised
@@ -60,7 +71,7 @@ def refused(exc: BaseException) -> bool:
     in a crash loop."""
     return (
         isinstance(exc, Exception)
-        and not isinstance(exc, TRANSIENT)
+        and not transient(exc)
         and not isinstance(exc, redis.exceptions.RedisError)
     )
 
@@ -361,19 +372,20 @@ class StreamConsumer:
                 else:
                     await self._pipeline(stopping, backlog)
                 backoff = 0.1
-            except TRANSIENT as exc:  # before ResponseError: CLUSTERDOWN is one too
+            except Exception as exc:
+                if isinstance(exc, redis.exceptions.ResponseError) and "NOGROUP" in str(exc):
+                    # The group vanished (a Redis restarted without persistence): create it again.
+                    log.warning("consumer group missing, recreating", extra={"stream": self.stream})
+                    self._group_ready = False
+                    continue
+                if not transient(exc):  # CLUSTERDOWN is a ResponseError, and transient
+                    raise
                 log.warning(
                     "connection lost, retrying",
                     extra={"stream": self.stream, "error": repr(exc), "retry_in": backoff},
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-            except redis.exceptions.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                # The group vanished (a Redis restarted without persistence): create it again.
-                log.warning("consumer group missing, recreating", extra={"stream": self.stream})
-                self._group_ready = False
         try:
             await self.progress.stopped(self.pool)
         except TRANSIENT as exc:  # status sees it gone when its heartbeat is stale instead

@@ -8,6 +8,7 @@ signal; `close()` kills them all and removes the folders.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -24,9 +25,10 @@ NODE_TIMEOUT_MS = 2000  # how long a silent master takes to be declared failed
 
 
 def binaries() -> tuple[str, str]:
-    """(server, cli): Redis's when installed, else the embedded Valkey's."""
+    """(server, cli): Redis's when installed, else (or with ORDERVIEW_TEST_CLUSTER=valkey) the
+    embedded Valkey's."""
     server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
-    if server and cli:
+    if server and cli and os.environ.get("ORDERVIEW_TEST_CLUSTER") != "valkey":
         return server, cli
     valkey = valkey_server()
     return str(valkey), str(valkey.with_name("valkey-cli"))
@@ -61,7 +63,7 @@ class LocalCluster:
         for node in self.nodes:
             self.start(node)
         for node in self.nodes:
-            _wait(lambda n=node: _pings(n), 10, f"node {node.address} to start")
+            wait_for(lambda n=node: _pings(n), 10, f"node {node.address} to start")
         addresses = [n.address for n in self.nodes]
         subprocess.run(
             [self.cli, "--cluster", "create", *addresses, "--cluster-replicas", "1",
@@ -69,7 +71,7 @@ class LocalCluster:
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
         self.wait_healthy()
-        _wait(lambda: sum(not r["master"] for r in self.topology()) == masters, 30, "replicas")
+        wait_for(lambda: sum(not r["master"] for r in self.topology()) == masters, 30, "replicas")
 
     @property
     def url(self) -> str:
@@ -141,7 +143,7 @@ class LocalCluster:
         """CLUSTER FAILOVER on `replica`: a coordinated promotion that loses nothing."""
         with replica.client() as c:
             c.execute_command("CLUSTER FAILOVER")
-        _wait(lambda: _role(replica) == b"master", 30, f"{replica.address} to be promoted")
+        wait_for(lambda: _role(replica) == b"master", 30, f"{replica.address} to be promoted")
         self.wait_healthy()
 
     def wait_healthy(self, timeout: float = 60) -> None:
@@ -160,7 +162,7 @@ class LocalCluster:
                     return False
             return True
 
-        _wait(healthy, timeout, "the cluster to be healthy")
+        wait_for(healthy, timeout, "the cluster to be healthy")
 
     def close(self) -> None:
         for node in self.nodes:
@@ -185,7 +187,7 @@ def _role(node: Node) -> bytes | None:
         return None
 
 
-def _wait(check, timeout: float, what: str) -> None:
+def wait_for(check, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:

@@ -9,7 +9,7 @@ import asyncpg
 import redis.asyncio as redis
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
-from projections.consumer import REDIS_UNAVAILABLE
+from projections.consumer import REDIS_UNAVAILABLE, transient
 from projections.metrics import LAG, PENDING
 from services.api.cache import DocumentCache
 
@@ -92,7 +92,9 @@ async def _projector_lag(client: redis.Redis, streams: tuple[str, ...], group: s
             LAG.labels(stream).set(float("nan") if lag is None else lag)
             PENDING.labels(stream).set(info.get("pending", 0))
         REDIS_UP.set(1)
-    except (redis.RedisError, *REDIS_UNAVAILABLE, OSError, TimeoutError) as exc:
+    except Exception as exc:
+        if not (isinstance(exc, redis.RedisError | TimeoutError) or transient(exc)):
+            raise
         log.warning("projector lag unavailable", extra={"error": repr(exc)})
         REDIS_UP.set(0)
 

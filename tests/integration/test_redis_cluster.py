@@ -25,10 +25,11 @@ from projections.events import stream_for
 from projections.tables import ORDERS, PARTICIPANTS
 from services.api.keys import create_key, set_feature
 from tests.chaos import ApiProcess, Replicas, Traffic
+from tests.cluster import wait_for
 from tests.histories import generate, with_faults
 from tests.integration.test_crash import crash_run
 from tests.model import differences, expected_state, table_state
-from tests.support import dead_letters, outstanding, run_orderview, wait_until_caught_up
+from tests.support import dead_letters, run_orderview
 
 SHARDS = 8
 TENANT = "tenant-0"
@@ -169,6 +170,9 @@ async def under_fault(env, pool, cluster, client, *, tag: str, seed: int, fault:
             assert dead == {}, f"projectors stopped: {dead}\n{group.logs()}"
             metrics = (await traffic.client.get("/metrics")).text
             assert "orderview_api_redis_up 1.0" in metrics, metrics[-2000:]
+    except BaseException:
+        print(f"\nprojector logs:\n{group.logs()}\napi log:\n{api.logs()}")
+        raise
     finally:
         codes = group.stop_all()
         group.close()
@@ -195,13 +199,12 @@ async def test_a_manual_failover_of_a_shards_master_loses_and_doubles_nothing_an
         env, pool, redis_cluster, cluster_client, tag="failover", seed=61, fault=manual_failover
     )
     async with faults as (history, settings, _, _):
-        await wait_until_caught_up(cluster_client, settings, timeout=180)
+        await settled(cluster_client, settings)
         assert differences(expected_state(history.events), await table_state(pool)) == []
         letters = []
         for stream in settings.streams:
             letters += await dead_letters(cluster_client, stream)
         assert Counter(d["event"] for d in letters) == Counter(history.poison)
-        assert await outstanding(cluster_client, settings) == 0
 
 
 def kill_master(cluster, stream: str) -> None:
@@ -214,8 +217,8 @@ def kill_master(cluster, stream: str) -> None:
     replica = cluster.replica_of(master)
     cluster.kill(master)
     started = time.monotonic()
+    wait_for(lambda: cluster.master_of(stream) == replica, 60, "the replica to take over")
     cluster.wait_healthy()
-    assert cluster.master_of(stream) == replica
     print(f"\nreplica {replica.address} took over after {time.monotonic() - started:.1f} s")
 
 
@@ -232,7 +235,7 @@ async def test_a_killed_master_never_stops_the_projector_nor_makes_it_apply_anyt
         while True:
             events = folded_once(history.events, survived, await applied_seqs(pool))
             diff = differences(expected_state(events), await table_state(pool))
-            if not diff and await lag(cluster_client, settings) == 0:
+            if not diff and await undelivered(cluster_client, settings) == 0:
                 break
             assert time.monotonic() < deadline, diff[:10]
             await asyncio.sleep(0.2)
@@ -266,10 +269,22 @@ async def applied_seqs(pool) -> dict[tuple, int]:
     return seqs
 
 
-async def lag(client, settings) -> int:
-    """Entries not yet delivered to the group, over every stream."""
+async def undelivered(client, settings, pending: bool = False) -> int:
+    """Entries after the group's last-delivered id (plus its pending ones), over every stream.
+
+    Not XINFO GROUPS `lag`: before redis/redis#12898 (Redis 7.0, 7.2.0-7.2.3) a replica's
+    entries-read drifts from its master's, so after a failover `lag` stays too high for good."""
     total = 0
     for stream in settings.streams:
-        for group in await client.xinfo_groups(stream):
-            total += group.get("lag") or 0
+        (group,) = await client.xinfo_groups(stream)
+        after = await client.xrange(stream, min=b"(" + group["last-delivered-id"], count=100_000)
+        total += len(after) + (group["pending"] if pending else 0)
     return total
+
+
+async def settled(client, settings, timeout: float = 180) -> None:
+    """Wait until every entry is delivered and acknowledged."""
+    deadline = time.monotonic() + timeout
+    while (left := await undelivered(client, settings, pending=True)) > 0:
+        assert time.monotonic() < deadline, f"not settled after {timeout:g}s: {left} left"
+        await asyncio.sleep(0.1)
