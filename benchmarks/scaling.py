@@ -74,19 +74,30 @@ async def applied(bench: Bench) -> int:
     )
 
 
-async def measure_processes(bench: Bench, streams: list[str], count: int, total: int) -> float:
-    """Events/s of `count` projector processes draining the sharded backlog."""
+async def wal_lsn(bench: Bench) -> str:
+    return await bench.pool.fetchval("SELECT pg_current_wal_lsn()::text")
+
+
+async def measure_processes(
+    bench: Bench, streams: list[str], count: int, total: int
+) -> tuple[float, float]:
+    """Events/s of `count` projector processes draining the sharded backlog, and WAL bytes per
+    event they made PostgreSQL write (the whole server's WAL: quiet neighbours assumed)."""
     await reset_read_model(bench)
     group = f"scaling-{count}"
+    start = await wal_lsn(bench)
     procs = [ProjectorProcess(bench, ",".join(streams), group, f"p{i}") for i in range(count)]
     try:
         seconds = await drain_all(bench, procs, streams, group, total)
     finally:
         codes = [await p.stop() for p in procs]
+    wal = await bench.pool.fetchval(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)", start
+    )
     folded = await applied(bench)
     state = "ok" if folded == total and set(codes) == {0} else "MISMATCH"
     say(f"    {count} process(es): Σseq {folded:,} of {total:,} ({state}), exit codes {codes}")
-    return total / seconds
+    return total / seconds, float(wal) / total
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -119,15 +130,16 @@ async def run(args: argparse.Namespace) -> None:
         report(args, upsert, results)
 
 
-def report(args: argparse.Namespace, upsert: float, results: dict[int, float]) -> None:
-    one = results.get(1) or next(iter(results.values()))
+def report(args: argparse.Namespace, upsert: float, results: dict) -> None:
+    one = (results.get(1) or next(iter(results.values())))[0]
     say("")
     say(f"results ({args.shards} shards, {args.events:,} events, load average now "
         f"{', '.join(f'{x:.2f}' for x in os.getloadavg())})")  # fmt: skip
     say(f"  orders upsert alone (schema's write cost, one connection): {upsert:,.0f} ev/s")
-    for count, speed in results.items():
+    for count, (speed, wal) in results.items():
         say(f"  {count} projector process(es): {speed:,.0f} ev/s = {speed / one:.2f}x one process, "
-            f"{speed / upsert:.0%} of the upsert alone")  # fmt: skip
+            f"{speed / upsert:.0%} of the upsert alone; WAL {wal:,.0f} B/event "
+            f"({speed * wal / 2**20:,.1f} MiB/s)")  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
