@@ -258,7 +258,9 @@ async def measure_orders_upsert(bench: Bench, stream: str, total: int) -> float:
 class ProjectorProcess:
     """A real `orderview projector` child process on one stream and group."""
 
-    def __init__(self, bench: Bench, stream: str, group: str, consumer: str):
+    def __init__(
+        self, bench: Bench, stream: str, group: str, consumer: str, extra: dict | None = None
+    ):
         env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERVIEW_")}
         env |= {
             "ORDERVIEW_DATABASE_URL": bench.database_url,
@@ -269,7 +271,7 @@ class ProjectorProcess:
             "ORDERVIEW_BATCH_SIZE": str(bench.batch_size),
             "ORDERVIEW_METRICS_PORT": "0",
             "ORDERVIEW_LOG_LEVEL": "WARNING",
-        }
+        } | (extra or {})
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "orderview.cli", "projector"],

@@ -99,7 +99,7 @@ async def test_projectors_killed_mid_batch_on_a_cluster_leave_the_tables_of_an_i
         shards=SHARDS,
         kills=10,
         seed=803,
-        orders=4000,  # 24 consumers finish 2 000 orders a tenant before most kills
+        orders=4000,  # twice the default: 24 consumers drain a history fast
         name=lambda i: shards("crash")[i],
     )
 
