@@ -11,7 +11,7 @@ import asyncpg
 import msgspec
 import redis.asyncio as redis
 
-from orderview.db import create_redis
+from orderview.db import redis_client
 from orderview.settings import Settings
 from services import dead_letters as ledger
 from services.dead_letters import BadInput, Letter
@@ -148,7 +148,7 @@ ACTIONS = {"list": list_letters, "show": show_letter, "replay": replay, "drop": 
 async def run_action(settings: Settings, args: argparse.Namespace) -> int:
     """Connect, bring rows leased before migration 0006 up to date, run the action."""
     conn = await asyncpg.connect(settings.require("database_url"), timeout=10)
-    client = create_redis(settings.require("redis_url"), "orderview-dlq")
+    client = redis_client(settings, "orderview-dlq")
     try:
         streams = ledger.check_stream(settings.streams, args.stream)
         await ledger.backfill(conn, client, streams)

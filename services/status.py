@@ -17,7 +17,7 @@ import asyncpg
 import msgspec
 import redis.asyncio as redis
 
-from orderview.db import create_redis
+from orderview.db import redis_client
 from orderview.settings import Settings
 from projections import rebuilds
 from projections.consumer import dlq_key
@@ -100,7 +100,7 @@ def live_seconds(settings: Settings) -> float:
 async def gather(settings: Settings) -> Status:
     """The status of every configured stream and of the read model."""
     conn = await asyncpg.connect(settings.require("database_url"), timeout=10)
-    client = create_redis(settings.require("redis_url"), "orderview-status")
+    client = redis_client(settings, "orderview-status")
     try:
         streams = list(settings.streams)
         beats = await conn.fetch(_HEARTBEATS, streams)

@@ -288,3 +288,12 @@ async def settled(client, settings, timeout: float = 180) -> None:
     while (left := await undelivered(client, settings, pending=True)) > 0:
         assert time.monotonic() < deadline, f"not settled after {timeout:g}s: {left} left"
         await asyncio.sleep(0.1)
+
+
+def test_status_and_dlq_list_read_every_shard_of_a_cluster(subprocess_env, redis_cluster):
+    env = on_cluster(subprocess_env, redis_cluster, "ops")
+    status = run_orderview(env, "status", "--json")
+    assert status.returncode in (0, 1), status.stderr  # 1: no live consumer, as here
+    assert all(stream in status.stdout for stream in shards("ops")), status.stdout
+    listed = run_orderview(env, "dlq", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
