@@ -23,7 +23,7 @@ import redis.asyncio as redis
 import redis.exceptions
 from tqdm import tqdm
 
-from orderview.db import create_redis
+from orderview.db import redis_client
 from orderview.settings import Settings
 from projections import rebuilds, release, shadow
 from projections.invalidation import flush_all
@@ -308,7 +308,7 @@ async def run_rebuild(settings: Settings, source: Path | None = None) -> dict[st
     # commit does, see Rebuild.swap).
     server_settings = {"application_name": "orderview-rebuild", "synchronous_commit": "off"}
     conn = await asyncpg.connect(dsn, server_settings=server_settings)
-    client = create_redis(settings.require("redis_url"), f"orderview-rebuild:{settings.consumer}")
+    client = redis_client(settings, f"orderview-rebuild:{settings.consumer}")
     try:
         writer = await asyncpg.connect(dsn, server_settings=server_settings)
         try:
