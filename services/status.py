@@ -65,11 +65,21 @@ class ReadModel(msgspec.Struct):
     last_event_at: datetime | None
 
 
+class Release(msgspec.Struct):
+    """Which release built the read model, and whether this one would render it the same."""
+
+    read_model: str | None  # the fingerprint recorded on the read model's schema
+    built_at: str | None
+    this_release: str
+    rebuild_due: bool  # they differ: run `orderview rebuild`
+
+
 class Status(msgspec.Struct):
     streams: list[Stream]
     read_model: ReadModel
     rebuild: list[dict] | None  # rows of orderview.rebuilds in progress; None: no such table
     ok: bool  # every stream has a live consumer
+    release: Release | None = None
 
 
 _HEARTBEATS = f"""
@@ -117,10 +127,17 @@ async def gather(settings: Settings) -> Status:
             last_event_at=max((b["event_at"] for b in beats if b["event_at"]), default=None),
         )
         rebuild = await rebuild_in_progress(conn)
+        built = await rebuilds.rebuild_status(conn)
     finally:
         await client.aclose()
         await conn.close()
-    return Status(found, model, rebuild, ok=all(s.live_consumers for s in found))
+    release = Release(
+        built["read_model_release"],
+        built["read_model_built_at"],
+        built["this_release"],
+        rebuild_due=built["read_model_release"] != built["this_release"],
+    )
+    return Status(found, model, rebuild, ok=all(s.live_consumers for s in found), release=release)
 
 
 async def rebuild_in_progress(conn: asyncpg.Connection) -> list[dict] | None:
@@ -219,7 +236,15 @@ def print_status(status: Status) -> None:
         print("rebuild       none in progress")
     else:
         for r in status.rebuild:
-            print(f"rebuild       in progress: {json.dumps(r, default=str)}")
+            total = f" of {r['total']:,}" if r.get("total") else ""
+            rate = f", {r['rate']:,.0f} entries/s" if r.get("rate") else ""
+            print(f"rebuild       in progress: {r['phase']}, {r['position']:,}{total}{rate}"
+                  f" (from {r['source']}, started {r['started_at']})")  # fmt: skip
+    if status.release is not None:
+        r = status.release
+        print(f"built by      release {r.read_model or 'unknown'} at {r.built_at or '?'}")
+        if r.rebuild_due:
+            print(f"              this release is {r.this_release}: run `orderview rebuild`")
     bad = [s.stream for s in status.streams if not s.live_consumers]
     if bad:
         print(f"\nno live consumer: {', '.join(bad)}")

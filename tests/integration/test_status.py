@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 
+import asyncpg
 import pytest
 
 from orderview.settings import load_settings
@@ -62,6 +63,10 @@ async def test_a_running_projector_is_live_and_status_shows_streams_dead_letters
     assert doc["rebuild"] == []  # the table exists (0007_rebuilds); no rebuild runs
     assert text.returncode == 0
     assert "about 3" in text.stdout and "poison 1" in text.stdout and "live" in text.stdout
+    release = doc["release"]  # `orderview migrate` recorded this release on the read model
+    assert release["read_model"] == release["this_release"] and release["rebuild_due"] is False
+    assert f"built by      release {release['this_release']}" in text.stdout
+    assert "run `orderview rebuild`" not in text.stdout
 
 
 async def test_a_stopped_projector_leaves_its_stream_without_a_live_consumer_exit_1(
@@ -130,3 +135,34 @@ def test_an_unmigrated_database_is_one_line_asking_for_migrate_exit_2(
         drop_database(servers[0], url)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "not migrated" in done.stderr and "orderview migrate" in done.stderr
+
+
+def test_a_read_model_built_by_another_release_says_a_rebuild_is_due(
+    servers, subprocess_env, stream_prefix
+):
+    url = create_database(servers[0], f"orderview_oldrelease_{stream_prefix.replace(':', '_')}")
+    env = {**subprocess_env, "ORDERVIEW_DATABASE_URL": url}
+    try:
+        assert run_orderview(env, "migrate").returncode == 0
+        _admin_sql(url, """COMMENT ON SCHEMA read_model IS '{"fingerprint": "0.0.1+0000"}'""")
+        code, doc = status(env)
+        text = run_orderview(env, "status")
+    finally:
+        drop_database(servers[0], url)
+    assert doc["release"]["read_model"] == "0.0.1+0000"
+    assert doc["release"]["rebuild_due"] is True
+    assert "built by      release 0.0.1+0000" in text.stdout
+    assert f"this release is {doc['release']['this_release']}: run `orderview rebuild`" in (
+        text.stdout
+    )
+
+
+def _admin_sql(url: str, sql: str) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
