@@ -188,3 +188,12 @@ def examples() -> Path:
     if folder is None:
         pytest.skip("contract examples not found: set ORDERVIEW_CONTRACT_DIR to shared/contract")
     return folder / "examples"
+
+
+@pytest.fixture(scope="session")
+def replica_pair():
+    """A PostgreSQL primary and a streaming replica of it for the session (tests/replica.py)."""
+    from tests.replica import ReplicaPair
+
+    with ReplicaPair.started() as pair:
+        yield pair
