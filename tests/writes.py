@@ -8,12 +8,20 @@ import redis.asyncio as redis
 
 
 def order_created(tenant: str, order_id: int, seq: int = 1, note: str = "") -> dict:
-    """An `order.created` (seq 1) or `order.updated`-like unknown step (seq > 1) of an order."""
+    """`order.created` (seq 1: order number `RYW-<id>`, location `loc_ryw_<id>`), else
+    `order.submitted` at `seq`."""
     if seq > 1:
         kind, data = "order.submitted", {}
     else:
         kind = "order.created"
-        data = {"type": "sale", "currency": "EUR", "notes": note or None, "items": []}
+        data = {
+            "type": "sale",
+            "currency": "EUR",
+            "notes": note or None,
+            "order_number": f"RYW-{order_id}",
+            "location_id": f"loc_ryw_{order_id}",
+            "items": [],
+        }
     return {
         "id": f"{tenant}-{order_id}-{seq}",
         "type": kind,

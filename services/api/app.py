@@ -16,6 +16,8 @@ from orderview.settings import Settings
 from services.api import errors, handlers, openapi
 from services.api.auth import KeyCache
 from services.api.edge import Edge
+from services.api.freshness import Freshness
+from services.api.replica import Replica
 
 log = logging.getLogger("orderview.api")
 
@@ -24,6 +26,7 @@ def create_app(settings: Settings, on_startup: Sequence[Callable[[], None]] = ()
     """The ASGI application of the read API (the Litestar app inside `.app`); `on_startup` runs
     at the start of its lifespan."""
     secret = settings.require("cursor_secret").encode()
+    replica_url = settings.replica_url  # a replica needs the primary too: fail now if missing
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -32,8 +35,25 @@ def create_app(settings: Settings, on_startup: Sequence[Callable[[], None]] = ()
                                  max_size=settings.pool_max_size, read_only=True)  # fmt: skip
         warm = asyncio.create_task(_warm(pool, settings.pool_min_size))
         client = create_redis(settings.redis_url) if settings.redis_url else None
+        replica = None
+        if replica_url is not None:
+            primary = await create_pool(settings.require("database_url"), name="api-primary",
+                                        min_size=0, max_size=2, read_only=True)  # fmt: skip
+            replica = Replica(primary, pool)
+        freshness = Freshness(
+            client,
+            settings.streams,
+            settings.consumer_group,
+            settings.min_position_wait_ms / 1000,
+            replica,
+        )
+        freshness.start()
         app.state.update(
-            pool=pool, redis=client, key_cache=KeyCache(pool, settings.key_cache_seconds)
+            pool=pool,
+            redis=client,
+            key_cache=KeyCache(pool, settings.key_cache_seconds),
+            freshness=freshness,
+            replica=replica,
         )
         # What exists now (modules, routes, the OpenAPI model) lives as long as the process: keep
         # it out of every later collection, whose full passes otherwise stall requests ~30 ms.
@@ -46,6 +66,9 @@ def create_app(settings: Settings, on_startup: Sequence[Callable[[], None]] = ()
             log.info("api worker drained")
             warm.cancel()
             await asyncio.wait([warm])  # its connections released before the pool closes
+            await freshness.close()
+            if replica is not None:
+                await asyncio.wait_for(replica.primary.close(), 10)
             if client is not None:
                 await client.aclose()
             await asyncio.wait_for(pool.close(), 10)

@@ -30,7 +30,7 @@ import redis.asyncio as redis
 from prometheus_client import Counter
 
 from projections.announce import applied_channel
-from services.api.positions import EntryId, Positions, parse_entry_id
+from services.api.positions import EntryId, Positions, header_value, parse, parse_entry_id
 from services.api.replica import Replica
 
 log = logging.getLogger("orderview.api")
@@ -80,6 +80,13 @@ class Freshness:
         self._tasks: list[asyncio.Task] = []
 
     # ---- requests ------------------------------------------------------------------------------
+
+    async def require(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """The freshness step of a request, after its access checks: nothing without the header;
+        with it, InvalidParameter when malformed, else wait (PositionNotReached when too long)."""
+        raw = header_value(headers)
+        if raw is not None:
+            await self.wait(parse(raw, self.streams))
 
     def covered(self, positions: Positions) -> bool:
         """Whether every position is settled and visible to this process's reads."""

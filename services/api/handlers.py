@@ -36,7 +36,8 @@ async def respond(request: Request, route: routes.Route, order_id: str = "") -> 
     params = request.query_params.dict()
     # authorize: 401 unauthorized, then 403 insufficient_scope, then 403 feature_disabled
     tenant = await tenant_of(state.key_cache, scope["headers"], route.access)
-    # [freshness: the X-Min-Position wait goes here, after every access check]
+    # freshness: X-Min-Position (400 if malformed), waited for after every access check (503)
+    await state.freshness.require(scope["headers"])
     # query: the parameters checked (400), the SQL run, the documents rendered (404 if none)
     call = Call(state.pool, state.secret, tenant, params, scope[REQUEST_ID], order_id)  # type: ignore[misc]
     reply = await route.answer(call)
@@ -90,7 +91,7 @@ async def list_orders(request: Request) -> ASGIResponse:
 @get(
     routes.ORDER.path,
     summary="Get one order or booking",
-    operation_class=openapi.with_parameters([]),
+    operation_class=openapi.with_parameters(openapi.ORDER_ONE),
     responses=openapi.ok(schemas.OrderOne) | openapi.ORDER_ERRORS,
     **_V2,
 )
@@ -122,6 +123,8 @@ async def ready(request: Request) -> Response[dict[str, str]]:
 async def prometheus(request: Request) -> Response[str]:
     state = request.app.state
     settings = state.settings
+    if state.replica is not None:
+        await state.replica.refresh_lag()
     body = await metrics.render(state.pool, state.redis, settings.streams, settings.consumer_group)
     # The header given as is: from the media type alone Litestar adds a second charset to it.
     content_type = {"content-type": metrics.CONTENT_TYPE}
