@@ -128,9 +128,9 @@ class Freshness:
         if lsn is None or lsn <= self._replayed:
             self._visible[stream] = entry
             self._checkpoints[stream].clear()
-            self._move()
         else:
             self._checkpoints[stream].append((entry, lsn))
+        self._move()  # also when only settled: a waiter then starts the replica's replay check
 
     def replayed(self, lsn: float) -> None:
         """The replica has replayed the WAL up to `lsn`."""

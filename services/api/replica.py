@@ -2,11 +2,12 @@
 
 When `ORDERVIEW_READ_DATABASE_URL` names another server than `ORDERVIEW_DATABASE_URL`, an entry
 settled in Redis is committed on the primary but maybe not yet replayed on the replica. The API
-reads the primary's WAL position after it sees a batch acknowledged (`pg_current_wal_lsn()`, which
-is then at or past that batch's commit record) and answers a waiting `X-Min-Position` only once the
-replica has replayed up to it (`pg_last_wal_replay_lsn()`). PostgreSQL has no notification of
-replay on a standby (LISTEN is refused in recovery), so that last step is a short-interval check
-that runs only while a request waits and the replica is behind.
+reads the primary's WAL insert position after it sees a batch acknowledged
+(`pg_current_wal_insert_lsn()`, then at or past that batch's commit record) and answers a waiting
+`X-Min-Position` only once the replica has replayed up to it (`pg_last_wal_replay_lsn()`).
+PostgreSQL has no notification of replay on a standby (LISTEN is refused in recovery), so that
+last step is a short-interval check that runs only while a request waits and the replica is
+behind.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from prometheus_client import Gauge
 
 log = logging.getLogger("orderview.api")
 
-_PRIMARY_LSN = "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint"
+# The insert position, not pg_current_wal_lsn() (the write position): with asynchronous commit
+# (synchronous_commit = off) a committed transaction's record may not be written yet.
+_PRIMARY_LSN = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint"
 # NULL when the server is not in recovery (a primary, or a promoted standby): nothing to wait for.
 _REPLAYED_LSN = "SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint"
 _REPLICA_LAG = """
