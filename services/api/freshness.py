@@ -189,9 +189,8 @@ class Freshness:
         tasks = [*self._tasks, *([self._replica_task] if self._replica_task else [])]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:  # bounded: a subscription's connection must not hold the shutdown
+            await asyncio.wait(tasks, timeout=2)
 
     def _mark(self, stream: str) -> None:
         self._dirty.add(stream)

@@ -59,8 +59,17 @@ async def key(replica_pair) -> dict[str, str]:
     try:
         _, plaintext = await create_key(conn, "acme", ["orders:read", "service_orders"])
         await set_feature(conn, "acme", "service_orders", True)
+        lsn = await conn.fetchval("SELECT pg_current_wal_insert_lsn()")
     finally:
         await conn.close()
+    replica = await asyncpg.connect(replica_pair.replica_url)
+    try:  # the key is read from the replica: wait until it has replayed its creation
+        for _ in range(600):
+            if await replica.fetchval("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", lsn):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await replica.close()
     return {"Authorization": f"Bearer {plaintext}"}
 
 
