@@ -51,12 +51,26 @@ class Settings(
     pool_min_size: Annotated[int, msgspec.Meta(ge=0)] = 2
     pool_max_size: Positive = 10
     cache_mb: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 32  # 0: no document cache
+    min_position_wait_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 1000
     log_level: Annotated[str, msgspec.Meta(pattern="^(DEBUG|INFO|WARNING|ERROR)$")] = "INFO"
 
     @property
     def read_url(self) -> str:
         """The DSN the API reads from: the replica when set, else the primary."""
         return self.read_database_url or self.require("database_url")
+
+    @property
+    def replica_url(self) -> str | None:
+        """The read DSN when it is another server than the primary (then the primary is required:
+        the API reads its WAL position to wait for the replica), else None."""
+        if self.read_database_url is None or self.read_database_url == self.database_url:
+            return None
+        if self.database_url is None:
+            raise SettingsError(
+                "ORDERVIEW_DATABASE_URL is not set: with ORDERVIEW_READ_DATABASE_URL (a replica) "
+                "the API needs the primary too, to wait for the replica (X-Min-Position)"
+            )
+        return self.read_database_url
 
     @property
     def consumer(self) -> str:

@@ -19,6 +19,7 @@ import redis.asyncio as redis
 import redis.exceptions
 
 from projections import metrics
+from projections.announce import applied_channel
 from projections.events import Event, PoisonEvent, decode_event
 from projections.fold import Plan
 from projections.progress import Progress
@@ -265,6 +266,7 @@ class StreamConsumer:
             fields = {"event": raws[entry_id], "error": _dlq_error(dead[entry_id])}
             pipe.xadd(dlq_key(self.stream), {**fields, "stream": self.stream, "entry_id": entry_id})
         pipe.xack(self.stream, self.options.group, *done)
+        pipe.publish(applied_channel(self.stream), b"")  # after the XACK: X-Min-Position waiters
         replies = await pipe.execute()
         if publish:
             await mark_published(self.pool, self.stream, dict(zip(order, replies, strict=False)))

@@ -344,12 +344,13 @@ class EmbeddedStack:
                 time.sleep(0.02)
 
     def _postgres_ready(self) -> bool:
-        # postmaster.pid's 8th line turns `ready` once it accepts connections.
+        # postmaster.pid's 8th line turns `ready` once it accepts connections (`standby` on a
+        # hot standby, a folder made by pg_basebackup -R).
         try:
             lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
         except OSError:
             return False
-        return len(lines) >= 8 and lines[7].strip() == "ready"
+        return len(lines) >= 8 and lines[7].strip() in ("ready", "standby")
 
     def _valkey_ready(self) -> bool:
         try:

@@ -202,3 +202,12 @@ def redis_cluster():
         pytest.skip(f"no redis-server and no embedded Valkey: {exc}")
     yield cluster
     cluster.close()
+
+
+@pytest.fixture(scope="session")
+def replica_pair():
+    """A PostgreSQL primary and a streaming replica of it for the session (tests/replica.py)."""
+    from tests.replica import ReplicaPair
+
+    with ReplicaPair.started() as pair:
+        yield pair

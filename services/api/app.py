@@ -18,7 +18,9 @@ from services.api import errors, handlers, openapi
 from services.api.auth import KeyCache
 from services.api.cache import DocumentCache
 from services.api.edge import Edge
+from services.api.freshness import Freshness
 from services.api.listener import Listener
+from services.api.replica import Replica
 
 log = logging.getLogger("orderview.api")
 
@@ -27,6 +29,7 @@ def create_app(settings: Settings, on_startup: Sequence[Callable[[], None]] = ()
     """The ASGI application of the read API (the Litestar app inside `.app`); `on_startup` runs
     at the start of its lifespan."""
     secret = settings.require("cursor_secret").encode()
+    replica_url = settings.replica_url  # a replica needs the primary too: fail now if missing
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -37,12 +40,27 @@ def create_app(settings: Settings, on_startup: Sequence[Callable[[], None]] = ()
         client = redis_client(settings) if settings.redis_url else None
         cache, listener = document_cache(settings)
         feed = asyncio.create_task(listener.run()) if listener is not None else None
+        replica = None
+        if replica_url is not None:
+            primary = await create_pool(settings.require("database_url"), name="api-primary",
+                                        min_size=0, max_size=2, read_only=True)  # fmt: skip
+            replica = Replica(primary, pool)
+        freshness = Freshness(
+            client,
+            settings.streams,
+            settings.consumer_group,
+            settings.min_position_wait_ms / 1000,
+            replica,
+        )
+        freshness.start()
         app.state.update(
             pool=pool,
             redis=client,
             key_cache=KeyCache(pool, settings.key_cache_seconds),
             cache=cache,
             cache_feed=listener,
+            freshness=freshness,
+            replica=replica,
         )
         # What exists now (modules, routes, the OpenAPI model) lives as long as the process: keep
         # it out of every later collection, whose full passes otherwise stall requests ~30 ms.
@@ -59,6 +77,9 @@ def create_app(settings: Settings, on_startup: Sequence[Callable[[], None]] = ()
                 feed.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await feed
+            await freshness.close()
+            if replica is not None:
+                await asyncio.wait_for(replica.primary.close(), 10)
             if client is not None:
                 await client.aclose()
             await asyncio.wait_for(pool.close(), 10)

@@ -17,6 +17,7 @@ from msgspec import Struct
 
 from services.api.auth import Forbidden, Unauthorized
 from services.api.edge import REQUEST_ID, request_id
+from services.api.freshness import PositionNotReached
 from services.api.queries import InvalidParameter
 from services.api.read import OrderNotFound
 from services.api.schemas import error_body
@@ -25,6 +26,7 @@ __all__ = ["HANDLERS", "OrderNotFound", "Problem", "error_document", "problem_of
 
 log = logging.getLogger("orderview.api")
 _CHALLENGE = [(b"www-authenticate", b"Bearer")]
+_RETRY = [(b"retry-after", b"1")]
 
 
 class Problem(Struct, frozen=True):
@@ -46,7 +48,9 @@ def error_document(
 ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     """The error body in the dialect of `path`, and the headers it needs beyond content-type."""
     body = error_body(dialect(path), problem.code, problem.message, problem.parameter, rid)
-    return body, _CHALLENGE if problem.status == 401 else []
+    if problem.status == 401:
+        return body, _CHALLENGE
+    return body, _RETRY if problem.code == "position_not_reached" else []
 
 
 def _invalid_parameter(exc: InvalidParameter, path: str) -> Problem:
@@ -75,6 +79,11 @@ def _http_error(exc: HTTPException, path: str) -> Problem:
     return Problem(exc.status_code, code, str(exc.detail))
 
 
+def _position_not_reached(exc: PositionNotReached, path: str) -> Problem:
+    message = "the read model has not reached the entries named in `X-Min-Position` yet"
+    return Problem(503, "position_not_reached", message, "X-Min-Position")
+
+
 def _unavailable(exc: Exception, path: str) -> Problem:
     log.warning("database unavailable", extra={"error": repr(exc)})
     return Problem(503, "unavailable", "the database cannot be reached")
@@ -90,6 +99,7 @@ _PROBLEMS: dict[type[Exception], Callable] = {
     Unauthorized: _unauthorized,
     Forbidden: _forbidden,
     OrderNotFound: _not_found,
+    PositionNotReached: _position_not_reached,
     NotFoundException: _not_found,
     MethodNotAllowedException: _method_not_allowed,
     HTTPException: _http_error,

@@ -37,7 +37,8 @@ async def respond(request: Request, route: routes.Route, order_id: str = "") -> 
     params = request.query_params.dict()
     # authorize: 401 unauthorized, then 403 insufficient_scope, then 403 feature_disabled
     tenant = await tenant_of(state.key_cache, scope["headers"], route.access)
-    # [freshness: the X-Min-Position wait goes here, after every access check]
+    # freshness: X-Min-Position (400 if malformed), waited for after every access check (503)
+    await state.freshness.require(scope["headers"])
     # query: the parameters checked (400), the SQL run, the documents rendered (404 if none)
     # the document cache answers a get unless the request asks for a position (see cache.py)
     cache = for_request(state.cache, scope["headers"])
@@ -93,7 +94,7 @@ async def list_orders(request: Request) -> ASGIResponse:
 @get(
     routes.ORDER.path,
     summary="Get one order or booking",
-    operation_class=openapi.with_parameters([]),
+    operation_class=openapi.with_parameters(openapi.ORDER_ONE),
     responses=openapi.ok(schemas.OrderOne) | openapi.ORDER_ERRORS,
     **_V2,
 )
@@ -126,6 +127,8 @@ async def prometheus(request: Request) -> Response[str]:
     state = request.app.state
     settings = state.settings
     metrics.cache_gauges(state.cache)
+    if state.replica is not None:
+        await state.replica.refresh_lag()
     body = await metrics.render(state.pool, state.redis, settings.streams, settings.consumer_group)
     # The header given as is: from the media type alone Litestar adds a second charset to it.
     content_type = {"content-type": metrics.CONTENT_TYPE}

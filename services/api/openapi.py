@@ -38,6 +38,11 @@ query is confined to it (another tenant's order is a 404, exactly like a missing
 then 403 `feature_disabled`; 400 `invalid_parameter` naming the parameter; 404 `not_found`;
 405 `method_not_allowed`; 503 `unavailable` when the database cannot be reached.
 
+`X-Min-Position: <stream key>@<entry id>` (the id XADD returned; several comma-separated) makes
+the answer wait until those entries are applied or dead-lettered, at most
+ORDERVIEW_MIN_POSITION_WAIT_MS (default 1000), else 503 `position_not_reached` with `Retry-After`;
+access checks come first.
+
 `X-Request-ID` (1-128 of `A-Za-z0-9._-`) is used as given, else one `req_<random>` is made; it is
 echoed in the response header and, in the service-orders dialect, in `meta.request_id`.
 
@@ -87,6 +92,18 @@ _INCLUDE = _query(
     "Comma-separated related data: `items` (ordered by item id), `participant` (or null).",
     Schema(type=OpenAPIType.STRING, examples=[",".join(INCLUDES)]),
 )
+MIN_POSITION = Parameter(
+    name="X-Min-Position",
+    param_in="header",
+    description=(
+        "Read your writes: `<stream key>@<entry id>` (the id XADD returned), several "
+        "comma-separated. The answer waits until every entry of that stream up to the id is "
+        "applied or dead-lettered (and replayed by the replica the API reads from), at most "
+        "ORDERVIEW_MIN_POSITION_WAIT_MS, then 503 `position_not_reached` with `Retry-After`. "
+        "Malformed, or a stream the service does not read: 400 naming `X-Min-Position`."
+    ),
+    schema=Schema(type=OpenAPIType.STRING, examples=["orders:events@1718000000000-0"]),
+)
 _DATE = Schema(type=OpenAPIType.STRING, examples=["2024-01-31", "2024-01-31T10:00:00Z"])
 
 SERVICE_ORDER_LIST = [
@@ -111,8 +128,10 @@ SERVICE_ORDER_LIST = [
     _INCLUDE,
     _LIMIT,
     _CURSOR,
+    MIN_POSITION,
 ]
-SERVICE_ORDER_ONE = [_INCLUDE]
+SERVICE_ORDER_ONE = [_INCLUDE, MIN_POSITION]
+ORDER_ONE = [MIN_POSITION]
 ORDER_LIST = [
     _LIMIT,
     _CURSOR,
@@ -141,6 +160,7 @@ ORDER_LIST = [
         "Created strictly after: a date means midnight UTC of that day, or a date-time.",
         _DATE,
     ),
+    MIN_POSITION,
 ]
 
 
@@ -173,7 +193,8 @@ def _errors(container: type) -> dict[int, ResponseSpec]:
         401: "unauthorized: missing, malformed, unknown or revoked API key",
         403: "insufficient_scope, then feature_disabled",
         404: "not_found: no such order for this tenant",
-        503: "unavailable: the database cannot be reached",
+        503: "unavailable: the database cannot be reached; position_not_reached: the entries "
+        "named in X-Min-Position were not applied in time (with Retry-After)",
     }
     return {
         status: ResponseSpec(data_container=container, description=text, generate_examples=False)

@@ -43,6 +43,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> int:
     from granian.log import LogLevels
 
     settings.require("cursor_secret")
+    _ = settings.replica_url  # with a replica the primary is required: say so before starting
     settings.read_url  # noqa: B018 - fail at start, naming the variable, when no DSN is set
     log.info("api starting", extra={"host": host, "port": port, "workers": workers})
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
