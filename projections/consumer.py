@@ -266,8 +266,10 @@ class StreamConsumer:
             fields = {"event": raws[entry_id], "error": _dlq_error(dead[entry_id])}
             pipe.xadd(dlq_key(self.stream), {**fields, "stream": self.stream, "entry_id": entry_id})
         pipe.xack(self.stream, self.options.group, *done)
-        pipe.publish(applied_channel(self.stream), b"")  # after the XACK: X-Min-Position waiters
         replies = await pipe.execute()
+        # After the XACK, for X-Min-Position waiters. Not in the pipeline: a Redis Cluster client
+        # refuses PUBLISH there (a channel has no slot); a plain PUBLISH reaches every node.
+        await self.redis.publish(applied_channel(self.stream), b"")
         if publish:
             await mark_published(self.pool, self.stream, dict(zip(order, replies, strict=False)))
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from litestar import Litestar
 from litestar.datastructures import State
 
-from orderview.db import create_pool, redis_client
+from orderview.db import create_pool, create_redis, redis_client
 from orderview.settings import Settings
 from projections import release
 from services.api import errors, handlers, openapi
@@ -38,6 +38,11 @@ def create_app(settings: Settings, on_startup: Sequence[Callable[[], None]] = ()
                                  max_size=settings.pool_max_size, read_only=True)  # fmt: skip
         warm = asyncio.create_task(_warm(pool, settings.pool_min_size))
         client = redis_client(settings) if settings.redis_url else None
+        # The position announcements' subscription: on a Redis Cluster a plain connection to the
+        # configured node (redis-py's cluster client has no reliable pub/sub here).
+        subscriber = None
+        if client is not None and settings.redis_cluster:
+            subscriber = create_redis(settings.require("redis_url"), "orderview-api-positions")
         cache, listener = document_cache(settings)
         feed = asyncio.create_task(listener.run()) if listener is not None else None
         replica = None
@@ -51,6 +56,7 @@ def create_app(settings: Settings, on_startup: Sequence[Callable[[], None]] = ()
             settings.consumer_group,
             settings.min_position_wait_ms / 1000,
             replica,
+            subscriber,
         )
         freshness.start()
         app.state.update(
@@ -80,8 +86,9 @@ def create_app(settings: Settings, on_startup: Sequence[Callable[[], None]] = ()
             await freshness.close()
             if replica is not None:
                 await asyncio.wait_for(replica.primary.close(), 10)
-            if client is not None:
-                await client.aclose()
+            for redis_conn in (client, subscriber):
+                if redis_conn is not None:
+                    await redis_conn.aclose()
             await asyncio.wait_for(pool.close(), 10)
 
     app = Litestar(

@@ -61,8 +61,12 @@ class Freshness:
         group: str,
         wait_seconds: float,
         replica: Replica | None = None,
+        subscriber: redis.Redis | None = None,
     ) -> None:
         self._client, self._group, self._wait = client, group, wait_seconds
+        # The connection the announcements arrive on: `client` itself, or on a Redis Cluster one
+        # node's plain connection (a plain PUBLISH reaches every node of a cluster).
+        self._subscriber = subscriber if subscriber is not None else client
         self._replica = replica
         self.streams = tuple(streams)
         self._channels = {applied_channel(s).encode(): s for s in self.streams}
@@ -198,9 +202,9 @@ class Freshness:
 
     async def _listen(self) -> None:
         """Keep one subscription to every stream's channel; each message marks its stream."""
-        assert self._client is not None
+        assert self._subscriber is not None
         while True:
-            pubsub = self._client.pubsub()
+            pubsub = self._subscriber.pubsub()
             try:
                 await pubsub.subscribe(*self._channels)
                 while True:

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
+import httpx
 import pytest
 
 from orderview.db import create_redis
@@ -297,3 +298,35 @@ def test_status_and_dlq_list_read_every_shard_of_a_cluster(subprocess_env, redis
     assert all(stream in status.stdout for stream in shards("ops")), status.stdout
     listed = run_orderview(env, "dlq", "list", "--json")
     assert listed.returncode == 0, listed.stderr
+
+
+async def test_a_write_read_with_x_min_position_always_shows_on_a_cluster(
+    subprocess_env, redis_cluster, cluster_client, pool
+):
+    # The projector announces after its XACK with a plain PUBLISH (a cluster client refuses one in
+    # a pipeline); the API hears it on one node's connection and reads each shard's watermark.
+    env = on_cluster(subprocess_env, redis_cluster, "ryw")
+    settings = load_settings(env)
+    async with pool.acquire() as db:
+        _, key = await create_key(db, "ryw", ["orders:read"])
+    full = {**os.environ, **env}
+    group, api = Replicas(full, 1), ApiProcess(full)
+    try:
+        await api.ready()
+        auth = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=api.base, headers=auth, timeout=10) as client:
+            for order in range(1, 41):
+                stream = stream_for(settings.streams, "ryw", "order", order)
+                event = {"id": f"ryw-{order}", "type": "order.created", "tenant": "ryw",
+                         "aggregate_id": order, "seq": 1, "at": "2024-05-01T10:00:00Z",
+                         "data": {"type": "sale", "currency": "EUR"}}  # fmt: skip
+                entry = (await cluster_client.xadd(stream, {"event": json.dumps(event)})).decode()
+                response = await client.get(
+                    f"/v1/orders/ord_{order}", headers={"X-Min-Position": f"{stream}@{entry}"}
+                )
+                assert response.status_code == 200, (order, response.text, api.logs())
+    finally:
+        codes = group.stop_all()
+        group.close()
+        assert api.stop() == 0
+    assert set(codes.values()) == {0}, codes
