@@ -34,9 +34,9 @@ from benchmarks.projector import (  # noqa: E402
     reset_read_model,
     say,
 )
-from benchmarks.workload import Generated, Workload  # noqa: E402
 from projections.events import stream_for  # noqa: E402
 from projections.tables import ORDERS, PARTICIPANTS  # noqa: E402
+from services.histories import Generated, Workload  # noqa: E402
 
 
 async def drain_all(bench: Bench, procs: list[ProjectorProcess], streams, group, total) -> float:

@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
+from services.histories import poison_entries
+
 TENANTS = ("acme", "globex")
 ORDERS_PER_TENANT = 2000
 PARTICIPANTS_PER_TENANT = 120
@@ -152,29 +154,6 @@ def _orders(s: _Stream) -> None:
         created = _created(s, oid)
         s.emit(at, "order.created", oid, created)
         _lifecycle(s, oid, at, created)
-
-
-def poison_entries(tenant: str) -> list[bytes]:
-    """Entries the projector must dead-letter, each on an aggregate no other event touches."""
-    at = _stamp(START)
-    base = {"tenant": tenant, "seq": 1, "at": at}
-    return [
-        b"{this is not json",
-        _encode({"hello": "an object that is not an envelope"}),
-        _encode({**base, "id": "poison-1", "type": "invoice.created", "aggregate_id": 9_000_001}),
-        _encode(
-            {**base, "id": "poison-2", "type": "order.created", "aggregate_id": 9_000_002}
-            | {"data": {"type": "booking", "currency": "euro"}}
-        ),
-        _encode(
-            {**base, "id": "poison-3", "type": "order.created", "aggregate_id": 9_000_003}
-            | {"data": {"type": "sale", "currency": "EUR", "items": [_bad_price_item()]}}
-        ),
-    ]
-
-
-def _bad_price_item() -> dict:
-    return {"id": 1, "name": "Fractional cent", "quantity": 1, "unit_price": "1.001"}
 
 
 def demo_history(seed: int = SEED, tenants: tuple[str, ...] = TENANTS) -> list[bytes]:
