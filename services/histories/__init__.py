@@ -14,9 +14,11 @@ gaps) until faults are asked for.
 
 from services.histories.faults import POISON_LINES, poison_entries, redeliver, with_faults
 from services.histories.interleaved import History, generate, generate_varied
-from services.histories.realistic import Generated, Workload
+from services.histories.realistic import MIX, UNKNOWN_TYPE, Generated, Workload
 
 __all__ = [
+    "MIX",
+    "UNKNOWN_TYPE",
     "POISON_LINES",
     "Generated",
     "History",
