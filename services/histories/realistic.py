@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import msgspec
+
+from projections.events import stream_for
 
 TENANTS = ("acme", "globex", "initech", "umbrella-eu")
 SERVICES = [f"svc_{n:03d}" for n in range(40)]
@@ -263,3 +265,11 @@ class Workload:
         }[type_]
         data = {"order_number": f"SO-{order.id:06d}"} if type_ == "order.submitted" else {}
         return type_, data
+
+
+def shard(events: Iterable[Generated], streams: tuple[str, ...]) -> dict[str, list[Generated]]:
+    """The events of each stream, in order, under the sharding rule of events.md."""
+    by_stream: dict[str, list[Generated]] = {s: [] for s in streams}
+    for e in events:
+        by_stream[stream_for(streams, e.tenant, e.kind, e.aggregate_id)].append(e)
+    return by_stream
