@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.cache_churn [--rate 1000] [--seconds 20]
 
-Publishes the realistic workload (`benchmarks/workload.py`, 4 tenants) at a steady rate to a real
+Publishes the realistic workload (`services/histories`, 4 tenants) at a steady rate to a real
 projector (in this process, on a database and stream of its own, dropped after) and listens to its
 cache notifications. From the recorded invalidations it replays requests arriving at random at a
 given rate per cached key and prints the hit ratio a cache would get:
@@ -32,10 +32,10 @@ import redis.asyncio as redis
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.workload import Workload  # noqa: E402
 from orderview.settings import load_settings  # noqa: E402
 from projections.invalidation import CHANNEL  # noqa: E402
 from projections.migrate import migrate  # noqa: E402
+from services.histories import Workload  # noqa: E402
 from services.projector import run_projector  # noqa: E402
 
 

@@ -45,12 +45,12 @@ from tqdm import tqdm
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.workload import Generated, Workload  # noqa: E402
 from projections import writer  # noqa: E402
 from projections.events import decode_event  # noqa: E402
 from projections.fold import plan_batch  # noqa: E402
 from projections.migrate import migrate  # noqa: E402
 from projections.tables import ORDERS, PARTICIPANTS  # noqa: E402
+from services.histories import Generated, Workload  # noqa: E402
 
 CEILING_TABLE = "public.bench_ceiling"
 PUBLISH_PIPELINE = 1000

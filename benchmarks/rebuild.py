@@ -33,8 +33,8 @@ from benchmarks.projector import (  # noqa: E402
     reset_read_model,
     say,
 )
-from benchmarks.workload import Workload  # noqa: E402
 from projections.tables import ORDERS  # noqa: E402
+from services.histories import Workload  # noqa: E402
 
 
 async def run_rebuild(bench: Bench, stream: str) -> tuple[float, int, str]:
@@ -108,7 +108,9 @@ async def run(args: argparse.Namespace) -> None:
         pg_version = await bench.pool.fetchval("SHOW server_version")
         redis_version = (await bench.redis.info("server"))["redis_version"]
         say(f"machine: {machine(pg_version, redis_version)}")
-        say(f"workload: benchmarks.workload seed {args.seed}; rebuild = `orderview rebuild --yes`")
+        say(
+            f"workload: services.histories.Workload seed {args.seed}; rebuild = `orderview rebuild --yes`"
+        )
         results = [await one_size(bench, size, args.seed) for size in args.sizes]
         say("")
         say("results (targets: rebuild >= 1.0x ceiling, peak RSS <= 300 MB)")

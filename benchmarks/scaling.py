@@ -34,9 +34,8 @@ from benchmarks.projector import (  # noqa: E402
     reset_read_model,
     say,
 )
-from benchmarks.workload import Generated, Workload  # noqa: E402
-from projections.events import stream_for  # noqa: E402
 from projections.tables import ORDERS, PARTICIPANTS  # noqa: E402
+from services.histories import Workload, shard  # noqa: E402
 
 
 async def drain_all(bench: Bench, procs: list[ProjectorProcess], streams, group, total) -> float:
@@ -121,9 +120,7 @@ async def run(args: argparse.Namespace) -> None:
             "2-core machine the curve flattens from 2 processes on")  # fmt: skip
         events = list(Workload(args.seed).events(args.events))
         streams = [bench.stream(f"orders:events:{i}") for i in range(args.shards)]
-        by_stream: dict[str, list[Generated]] = {s: [] for s in streams}
-        for e in events:
-            by_stream[stream_for(tuple(streams), e.tenant, e.kind, e.aggregate_id)].append(e)
+        by_stream = shard(events, tuple(streams))
         for stream, share in by_stream.items():
             await publish(bench, stream, share, len(share))
         whole = bench.stream("orders:events")

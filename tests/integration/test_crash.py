@@ -12,8 +12,8 @@ import redis.exceptions
 
 from orderview.settings import load_settings
 from projections.tables import DEAD_LETTERS
+from services.histories import generate, with_faults
 from tests.chaos import Replicas
-from tests.histories import generate, with_faults
 from tests.model import differences, expected_state, table_state
 from tests.support import dead_letters, outstanding, publish_lines, wait_until_caught_up
 

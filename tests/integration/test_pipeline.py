@@ -14,8 +14,8 @@ from orderview.settings import load_settings
 from projections.events import decode_event
 from projections.tables import ORDERS
 from projections.writer import Superseded, Turn, apply_batch
+from services.histories import POISON_LINES, generate
 from services.projector import run_projector
-from tests.histories import POISON_LINES, generate
 from tests.model import differences, expected_state, table_state
 from tests.support import dead_letters, outstanding, project, publish_lines
 

@@ -10,7 +10,7 @@ import pytest
 
 from orderview.settings import load_settings
 from projections.tables import ORDERS
-from tests.histories import POISON_LINES, generate, with_faults
+from services.histories import POISON_LINES, generate, with_faults
 from tests.model import differences, expected_state, table_state
 from tests.support import (
     ORDERVIEW,

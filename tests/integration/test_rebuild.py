@@ -24,10 +24,10 @@ from projections.tables import NEXT_SCHEMA, OLD_SCHEMA, ORDERS, PARTICIPANTS
 from projections.writer import READ_MODEL_LOCK
 from services.api.app import create_app
 from services.api.keys import create_key, set_feature
+from services.histories import generate_varied, with_faults
 from services.rebuild import RebuildBusy, run_rebuild
 from services.status import rebuild_in_progress
 from tests.conftest import RUN_ID, create_database, drop_database
-from tests.histories import generate_varied, with_faults
 from tests.integration.test_api.test_random_documents import (
     V1,
     V2,

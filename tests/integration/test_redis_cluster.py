@@ -25,9 +25,9 @@ from projections.consumer import REDIS_UNAVAILABLE
 from projections.events import stream_for
 from projections.tables import ORDERS, PARTICIPANTS
 from services.api.keys import create_key, set_feature
+from services.histories import generate, with_faults
 from tests.chaos import ApiProcess, Replicas, Traffic
 from tests.cluster import wait_for
-from tests.histories import generate, with_faults
 from tests.integration.test_crash import crash_run
 from tests.model import differences, expected_state, table_state
 from tests.support import dead_letters, run_orderview

@@ -30,9 +30,9 @@ from schemathesis.checks import (
 
 from orderview.settings import load_settings
 from services.api.keys import create_key, set_feature
+from services.histories import generate
 from tests.chaos import LONG, ApiProcess, scale
 from tests.conftest import RUN_ID
-from tests.histories import generate
 from tests.support import project
 
 CHECKS = [

@@ -19,8 +19,8 @@ import pytest
 import redis.asyncio as redis
 
 from orderview.settings import load_settings
+from services.histories import generate, with_faults
 from tests.chaos import LONG, Replicas, scale
-from tests.histories import generate, with_faults
 from tests.model import differences, expected_state, table_state
 from tests.support import dead_letters, outstanding, publish_lines, wait_until_caught_up
 

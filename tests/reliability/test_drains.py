@@ -28,8 +28,8 @@ import httpx
 
 from orderview.settings import load_settings
 from services.api.keys import create_key
+from services.histories import generate
 from tests.chaos import LONG, ApiProcess, Replicas, scale
-from tests.histories import generate
 from tests.model import differences, expected_state, table_state
 from tests.reliability.test_chaos import in_hand, publish_paced
 from tests.support import project, wait_until_caught_up

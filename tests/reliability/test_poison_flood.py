@@ -20,9 +20,9 @@ from collections.abc import Callable
 from orderview.settings import load_settings
 from projections.consumer import dlq_key
 from projections.tables import ORDERS, PARTICIPANTS
+from services.histories import generate
 from services.publish import route
 from tests.chaos import LONG, Replicas, scale
-from tests.histories import generate
 from tests.model import differences, expected_state, table_state
 
 GAP_TIMEOUT = 2

@@ -31,8 +31,8 @@ from projections.migrate import migrate
 from projections.tables import ORDERS
 from services.api.keys import create_key, set_feature
 from services.embedded import EmbeddedError, EmbeddedStack
+from services.histories import generate
 from tests.chaos import LONG, ApiProcess, PrivateRedis, Replicas, Traffic, scale
-from tests.histories import generate
 from tests.model import differences, expected_state, table_state
 from tests.reliability.test_chaos import publish_paced
 from tests.reliability.test_poison_flood import applied_seqs

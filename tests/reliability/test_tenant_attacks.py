@@ -32,9 +32,9 @@ import redis.asyncio as redis
 from orderview.settings import load_settings
 from projections.tables import ORDERS
 from services.api.keys import create_key, revoke_key, set_feature
+from services.histories import generate
 from tests.chaos import ApiProcess
 from tests.conftest import RUN_ID
-from tests.histories import generate
 from tests.support import project
 
 V1, V2 = "/api/v1/service-orders", "/v1/orders"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from projections.events import Item, decode_event
 from projections.fold import line_amounts, order_amounts, plan_batch
-from tests.histories import generate, with_faults
+from services.histories import generate, with_faults
 from tests.model import expected_state
 
 WORKED_EXAMPLE = [

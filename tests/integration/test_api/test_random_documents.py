@@ -16,7 +16,7 @@ import pytest
 
 from orderview.settings import load_settings
 from projections.tables import ORDERS, PARTICIPANTS
-from tests.histories import History, generate_varied, with_faults
+from services.histories import History, generate_varied, with_faults
 from tests.integration.test_api.conftest import api_env
 from tests.model import expected_state
 from tests.rendering import amounts, diff, order_v2, rendered, served, service_order

@@ -1,4 +1,4 @@
-"""A deterministic, realistic history of order events for the benchmarks.
+"""A deterministic, realistic history of order events: the benchmarks' workload and the demo's.
 
 Orders are created with items, then changed (items added, updated, removed; details; payment
 status) and walked through their statuses; participants are created and renamed, some after the
@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import msgspec
+
+from projections.events import stream_for
 
 TENANTS = ("acme", "globex", "initech", "umbrella-eu")
 SERVICES = [f"svc_{n:03d}" for n in range(40)]
@@ -37,6 +39,7 @@ MIX = {
     "participant.new": 2,
     "participant.rename": 3,
 }
+UNKNOWN_TYPE = "order.note_added"  # a type this build ignores: give it a weight in `mix` to draw it
 
 _encoder = msgspec.json.Encoder()
 
@@ -62,19 +65,56 @@ class _Order:
 
 
 class Workload:
-    """An endless, seeded stream of valid events across a few tenants."""
+    """An endless, seeded stream of valid events across a few tenants.
 
-    def __init__(self, seed: int = 42, active_orders: int = 4000):
+    `mix` weighs the kinds of step; `pace` stretches the time between events (1: 10 ms to 2 s);
+    `numbered` is the share of orders given an order number at creation; with `orders_per_tenant`
+    each tenant gets exactly that many orders (`full` tells when all have them), and `settle`
+    brings the participants that orders name but that have had no event yet.
+    """
+
+    def __init__(
+        self,
+        seed: int = 42,
+        active_orders: int = 4000,
+        *,
+        tenants: tuple[str, ...] = TENANTS,
+        mix: dict[str, int] = MIX,
+        pace: float = 1,
+        numbered: float = 0,
+        orders_per_tenant: int | None = None,
+    ):
         self.rng = random.Random(seed)
         self.seqs: dict[tuple[str, str, int], int] = {}
         self.active: list[_Order] = []
         self.active_limit = active_orders
-        self.next_order = dict.fromkeys(TENANTS, 1)
-        self.participants = dict.fromkeys(TENANTS, 0)  # ids 1..n have had an event
+        self.tenants, self.pace, self.numbered = tenants, pace, numbered
+        self.quota = orders_per_tenant
+        self.next_order = dict.fromkeys(tenants, 1)
+        self.participants = dict.fromkeys(tenants, 0)  # ids 1..n have had an event
+        self.named = dict.fromkeys(tenants, 0)  # the highest participant id an order named
         self.clock = datetime(2024, 1, 1, 8, tzinfo=UTC)
         self.count = 0
-        self._kinds = list(MIX)
-        self._cumulative = list(itertools.accumulate(MIX.values()))
+        self._kinds = list(mix)
+        self._cumulative = list(itertools.accumulate(mix.values()))
+
+    @property
+    def full(self) -> bool:
+        """Whether every tenant has its `orders_per_tenant` orders (never without a quota)."""
+        return self.quota is not None and not self._open_tenants()
+
+    def _open_tenants(self) -> tuple[str, ...]:
+        if self.quota is None:
+            return self.tenants
+        return tuple(t for t in self.tenants if self.next_order[t] <= self.quota)
+
+    def settle(self) -> Iterator[Generated]:
+        """The first event of every participant an order named but that has had none yet."""
+        for tenant in self.tenants:
+            while self.participants[tenant] < self.named[tenant]:
+                self.count += 1
+                self.clock += timedelta(milliseconds=self.rng.randint(10, 2000)) * self.pace
+                yield self._participant(new=True, tenant=tenant)
 
     def events(self, n: int) -> Iterator[Generated]:
         """The next n events."""
@@ -84,12 +124,14 @@ class Workload:
     def next(self) -> Generated:
         """The next event."""
         self.count += 1
-        self.clock += timedelta(milliseconds=self.rng.randint(10, 2000))
+        self.clock += timedelta(milliseconds=self.rng.randint(10, 2000)) * self.pace
         step = self.rng.choices(self._kinds, cum_weights=self._cumulative)[0]
-        if step.startswith("participant."):
+        if step.startswith("participant.") or (self.full and not self.active):
             return self._participant(new=step == "participant.new")
-        if step == "order.created" or not self.active:
+        if (step == "order.created" or not self.active) and not self.full:
             return self._create()
+        if step == "order.created":
+            step = "status"
         order = self.active[self.rng.randrange(len(self.active))]
         return self._order_event(order, step)
 
@@ -111,8 +153,8 @@ class Workload:
         }
         return Generated(_encoder.encode(envelope), tenant, kind, agg, seq)
 
-    def _participant(self, new: bool) -> Generated:
-        tenant = self.rng.choice(TENANTS)
+    def _participant(self, new: bool, tenant: str | None = None) -> Generated:
+        tenant = tenant or self.rng.choice(self.tenants)
         if new or not self.participants[tenant]:
             self.participants[tenant] += 1
             pid = self.participants[tenant]
@@ -140,13 +182,14 @@ class Workload:
         return item
 
     def _create(self) -> Generated:
-        tenant = self.rng.choice(TENANTS)
+        tenant = self.rng.choice(self._open_tenants())
         oid = self.next_order[tenant]
         self.next_order[tenant] += 1
         order = _Order(tenant, oid)
         known = self.participants[tenant]
         # Mostly known participants, some not seen yet (their event comes later), a few none.
         participant = self.rng.randint(1, known + 20) if self.rng.random() < 0.9 else None
+        self.named[tenant] = max(self.named[tenant], participant or 0)
         data = {
             "type": self.rng.choice(("booking", "booking", "sale", "enquiry")),
             "currency": self.rng.choice(("EUR", "USD", "GBP")),
@@ -158,6 +201,8 @@ class Workload:
             "notes": "First-time customer" if self.rng.random() < 0.2 else None,
             "items": [self._item(order) for _ in range(self.rng.randint(1, 4))],
         }
+        if self.numbered and self.rng.random() < self.numbered:
+            data["order_number"] = f"SO-{oid:06d}"
         self.active.append(order)
         if len(self.active) > self.active_limit:
             self.active.pop(0)
@@ -191,7 +236,7 @@ class Workload:
                         {"duration": rng.choice((30, 60, 120))},
                         {"location_id": f"loc_{rng.randint(1, 30)}"},
                         {"scheduled_at": (self.clock + timedelta(days=3)).isoformat()},
-                        {"participant_id": rng.randint(1, self.participants[order.tenant] + 1)},
+                        {"participant_id": self._named(order.tenant)},
                     )
                 )
             case "order.payment_status_changed":
@@ -200,8 +245,15 @@ class Workload:
             case "order.cancelled":
                 order.status = "cancelled"
                 return step, {"reason": "Customer request"}
-            case _:
+            case "status":
                 return self._advance(order)
+            case _:
+                return step, {"text": "an event type this build ignores"}
+
+    def _named(self, tenant: str) -> int:
+        pid = self.rng.randint(1, self.participants[tenant] + 1)
+        self.named[tenant] = max(self.named[tenant], pid)
+        return pid
 
     def _advance(self, order: _Order) -> tuple[str, dict]:
         type_ = NEXT_STATUS[order.status]
@@ -213,3 +265,11 @@ class Workload:
         }[type_]
         data = {"order_number": f"SO-{order.id:06d}"} if type_ == "order.submitted" else {}
         return type_, data
+
+
+def shard(events: Iterable[Generated], streams: tuple[str, ...]) -> dict[str, list[Generated]]:
+    """The events of each stream, in order, under the sharding rule of events.md."""
+    by_stream: dict[str, list[Generated]] = {s: [] for s in streams}
+    for e in events:
+        by_stream[stream_for(streams, e.tenant, e.kind, e.aggregate_id)].append(e)
+    return by_stream
