@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
+import asyncpg
 import httpx
 import pytest
 
@@ -28,9 +29,16 @@ from services.api.keys import create_key, set_feature
 from services.histories import generate, with_faults
 from tests.chaos import ApiProcess, Replicas, Traffic
 from tests.cluster import wait_for
+from tests.conftest import create_database, drop_database
 from tests.integration.test_crash import crash_run
 from tests.model import differences, expected_state, table_state
-from tests.support import dead_letters, run_orderview
+from tests.support import (
+    dead_letters,
+    projector,
+    publish_lines,
+    run_orderview,
+    wait_until_caught_up,
+)
 
 SHARDS = 8
 TENANT = "tenant-0"
@@ -330,3 +338,55 @@ async def test_a_write_read_with_x_min_position_always_shows_on_a_cluster(
         group.close()
         assert api.stop() == 0
     assert set(codes.values()) == {0}, codes
+
+
+async def test_rebuild_and_dlq_replay_work_on_every_shard_of_a_cluster(
+    servers, subprocess_env, redis_cluster, cluster_client
+):
+    # Its own database: a rebuild swaps the whole read model.
+    url = await asyncio.to_thread(
+        create_database,
+        servers[0],
+        f"orderview_cluster_ops_{os.getpid()}_{random.randrange(10**6)}",
+    )
+    env = {**on_cluster(subprocess_env, redis_cluster, "cops"), "ORDERVIEW_DATABASE_URL": url,
+           "ORDERVIEW_GAP_TIMEOUT": "600"}  # fmt: skip
+    settings = load_settings(env)
+    try:
+        assert (await asyncio.to_thread(run_orderview, env, "migrate")).returncode == 0
+        history = generate(11, tenants=2, orders=120, participants=10, renames=2)
+        lines = with_faults(history, 11, duplicates=0.1, swaps=0.0, poison=5).lines(
+            random.Random(11)
+        )
+        await publish_lines(cluster_client, settings, lines)
+        async with projector(settings):
+            await wait_until_caught_up(cluster_client, settings, timeout=120)
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+        try:
+            live = [dict(r) for r in await pool.fetch(f"SELECT * FROM {ORDERS} ORDER BY 1, 2")]
+            assert len(live) == 2 * 120
+
+            # dlq list reads every shard's dead letters; replaying one appends it to its shard.
+            listed = await asyncio.to_thread(run_orderview, env, "dlq", "list", "--json")
+            assert listed.returncode == 0, listed.stderr
+            letters = [json.loads(line) for line in listed.stdout.splitlines()]
+            assert len(letters) == 5 and {d["stream"] for d in letters} <= set(settings.streams)
+            one = letters[0]
+            length = await cluster_client.xlen(one["stream"])
+            replay = await asyncio.to_thread(
+                run_orderview, env, "dlq", "replay", "--stream", one["stream"], one["entry_id"]
+            )
+            assert replay.returncode == 0, replay.stderr
+            assert await cluster_client.xlen(one["stream"]) == length + 1
+            (new_id,) = [f for f in (await cluster_client.xrevrange(one["stream"], count=1))]
+            assert new_id[0].decode() in replay.stdout
+
+            # A rebuild reads every shard from its first entry and swaps in the same read model.
+            rebuilt = await asyncio.to_thread(run_orderview, env, "rebuild", "--yes")
+            assert rebuilt.returncode == 0, rebuilt.stderr
+            after = [dict(r) for r in await pool.fetch(f"SELECT * FROM {ORDERS} ORDER BY 1, 2")]
+            assert after == live
+        finally:
+            await pool.close()
+    finally:
+        await asyncio.to_thread(drop_database, servers[0], url)
