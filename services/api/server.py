@@ -12,13 +12,17 @@ exit 1. Each worker binds the port itself (SO_REUSEPORT).
 
 granian does not stop its workers when its main process is SIGKILLed, so each worker asks Linux to
 send it SIGTERM when its parent dies (PR_SET_PDEATHSIG), at the start of its lifespan: granian's own
-handler, installed by then, drains it like any other stop, and no orphan keeps the port. (Earlier,
+handler drains it like any other stop, and no orphan keeps the port. A SIGTERM that arrives while
+granian is still starting the worker's server can be lost, so the worker also checks its parent
+each second and repeats the SIGTERM while the parent is gone; an orphan still alive after
+GRACEFUL_SECONDS exits, as granian's `workers_kill_timeout` would have ended it. (Earlier,
 in the factory, a SIGTERM would meet the handler the worker inherited from granian's main process,
 which ignores it in a worker.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import logging
 import multiprocessing
@@ -68,14 +72,47 @@ def worker_app() -> ASGIApp:
     """The application of one granian worker process (settings from the environment)."""
     from services.api.app import create_app
 
+    # Until the lifespan starts (no request served yet) a parent's death kills this worker
+    # outright: granian's SIGTERM handler is not in place before then.
+    _on_parent_death(signal.SIGKILL)
     return create_app(load_settings(), on_startup=[_die_with_parent])
+
+
+def _on_parent_death(sig: int) -> int | None:
+    """Have Linux send `sig` here when the process that started this worker dies; its pid."""
+    parent = multiprocessing.parent_process()
+    if parent is None or sys.platform != "linux":
+        return None
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+    if os.getppid() != parent.pid:  # it died before prctl took effect
+        os.kill(os.getpid(), sig)
+    return parent.pid
+
+
+_watchers: set[asyncio.Task] = set()
 
 
 def _die_with_parent() -> None:
     """SIGTERM (a drain) to this worker when the process that started it dies."""
-    parent = multiprocessing.parent_process()
-    if parent is None or sys.platform != "linux":
+    parent = _on_parent_death(signal.SIGTERM)
+    if parent is None:
         return
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent.pid:  # the parent died before prctl took effect: stop all the same
-        os.kill(os.getpid(), signal.SIGTERM)
+    # A SIGTERM that arrives while granian is still starting this worker's server can be lost
+    # (seen under CPU load: the worker, orphaned, served on). So also watch the parent, and
+    # repeat the SIGTERM each second while it is gone, until the drain it starts ends the worker.
+    watcher = asyncio.get_running_loop().create_task(_watch_parent(parent))
+    _watchers.add(watcher)
+
+
+async def _watch_parent(parent: int) -> None:
+    gone = 0
+    while True:
+        if os.getppid() != parent:
+            if gone >= GRACEFUL_SECONDS:  # what granian's workers_kill_timeout would have done
+                log.error(
+                    "api worker orphaned and not drained: exiting", extra={"pid": os.getpid()}
+                )
+                os._exit(1)
+            os.kill(os.getpid(), signal.SIGTERM)
+            gone += 1
+        await asyncio.sleep(1)

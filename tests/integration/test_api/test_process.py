@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from projections.tables import ORDERS
+from services.api.server import GRACEFUL_SECONDS
 from tests.chaos import wait_ready
 from tests.integration.test_api.conftest import api_env
 
@@ -261,7 +262,8 @@ async def test_workers_stop_when_their_main_process_is_killed(loaded, process_en
         workers = _children(proc.pid)
         proc.kill()
         proc.wait()
-        for _ in range(300):  # each drains (nothing in flight) and exits
+        # Each drains (nothing in flight) and exits, at the latest after GRACEFUL_SECONDS.
+        for _ in range(10 * (GRACEFUL_SECONDS + 10)):
             if not any(_running(pid) for pid in workers):
                 break
             await asyncio.sleep(0.1)
