@@ -2,7 +2,10 @@
 
 A get by id renders the order from its row; the cache keeps that rendering (not the envelope,
 which holds the request id) under (tenant, order id, dialect, include), least recently used first
-out once `limit` bytes are used. The projector's transactions tell what they change
+out once `limit` bytes are used. A list keeps its page (the rendered orders, the next cursor and
+the page's tag) under (tenant, the whole validated query), in the same bound: a page may change
+with any order of its tenant (one entering, leaving or moving in it cannot be told from a
+notification), so every notification naming a tenant drops all of that tenant's pages. The projector's transactions tell what they change
 (`projections.invalidation`); `listener.py` feeds that here (`apply`). The cache serves only while
 that feed is known to be live (`online`): the moment it is lost, everything is dropped and every
 request reads PostgreSQL until it listens again.
@@ -34,6 +37,7 @@ MAX_RECORDS = 20_000  # invalidation records kept for reads in flight, before a 
 
 Variant = tuple[str, tuple[str, ...]]  # (dialect, include)
 Key = tuple[str, int]  # (tenant, order id) or (tenant, participant id)
+PageKey = tuple[str, bytes]  # (tenant, the list query encoded)
 
 
 class Message(msgspec.Struct, frozen=True):
@@ -61,6 +65,17 @@ def for_request(
     return cache
 
 
+class _Page:
+    """A cached list page: what `value` holds is the caller's (see `read.Page`)."""
+
+    __slots__ = ("value", "size")
+    participant = None
+
+    def __init__(self, value: object, size: int) -> None:
+        self.value = value
+        self.size = size
+
+
 class _Order:
     __slots__ = ("participant", "variants", "size")
 
@@ -82,15 +97,18 @@ class DocumentCache:
         self.counted = (0, 0)  # hits and misses already added to the Prometheus counters
         self.epoch = 0
         self._floor = 1  # reads that began below it may not fill (set when going online)
-        self._orders: OrderedDict[Key, _Order] = OrderedDict()
+        # Orders under (tenant, id), pages under (tenant, query bytes): one LRU, one bound.
+        self._orders: OrderedDict[Key | PageKey, _Order | _Page] = OrderedDict()
+        self._pages_of: dict[str, set[PageKey]] = {}
         self._by_participant: dict[Key, set[int]] = {}
         self._changed_orders: dict[Key, int] = {}
         self._changed_participants: dict[Key, int] = {}
         self._changed_tenants: dict[str, int] = {}
+        self._changed_pages: dict[str, int] = {}  # any change of the tenant
         self._inflight: Counter[int] = Counter()
 
     def __len__(self) -> int:
-        return sum(len(o.variants) for o in self._orders.values())
+        return sum(len(o.variants) if isinstance(o, _Order) else 1 for o in self._orders.values())
 
     # ---- reads --------------------------------------------------------------------------------
 
@@ -105,6 +123,34 @@ class DocumentCache:
         self._orders.move_to_end(key)
         self.hits += 1
         return doc
+
+    def page(self, tenant: str, query: bytes) -> object | None:
+        """The cached page of this list query, or None (counted as a miss)."""
+        key = (tenant, query)
+        entry = self._orders.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        self._orders.move_to_end(key)
+        self.hits += 1
+        return entry.value  # type: ignore[union-attr]
+
+    def fill_page(
+        self, start: int | None, tenant: str, query: bytes, value: object, size: int
+    ) -> bool:
+        """Store a page a read that began at `start` made (`size`: its bytes), unless its tenant
+        changed since (or the cache went offline). Whether it was stored."""
+        if start is None or not self.online or start < self._floor:
+            return False
+        if max(self._changed_pages.get(tenant, -1), self._changed_tenants.get(tenant, -1)) > start:
+            return False
+        key = (tenant, query)
+        self._drop(key)
+        entry = self._orders[key] = _Page(value, size + sys.getsizeof(query) + ENTRY_OVERHEAD)
+        self._pages_of.setdefault(tenant, set()).add(key)
+        self.size += entry.size
+        self._evict()
+        return True
 
     def begin(self) -> int | None:
         """A read starts: its epoch, to give to `fill` and `end`; None while offline."""
@@ -138,7 +184,7 @@ class DocumentCache:
             )
         ):
             return False
-        order = self._orders.get(key)
+        order = self._orders.get(key)  # type: ignore[assignment]
         if order is not None and order.participant != participant:
             self._drop(key)
             order = None
@@ -159,9 +205,12 @@ class DocumentCache:
         order.variants[variant] = doc
         order.size += grow
         self.size += grow
+        self._evict()
+        return True
+
+    def _evict(self) -> None:
         while self.size > self.limit and self._orders:
             self._drop(next(iter(self._orders)))
-        return True
 
     # ---- invalidation -------------------------------------------------------------------------
 
@@ -176,7 +225,11 @@ class DocumentCache:
         tenant = message.t
         if tenant is None:
             self.clear()
-        elif message.o is None and message.p is None:
+            return
+        self._changed_pages[tenant] = epoch
+        for key in list(self._pages_of.get(tenant, ())):
+            self._drop(key)
+        if message.o is None and message.p is None:
             self._changed_tenants[tenant] = epoch
             for key in [k for k in self._orders if k[0] == tenant]:
                 self._drop(key)
@@ -193,6 +246,7 @@ class DocumentCache:
     def clear(self) -> None:
         """Drop everything; reads in flight may not fill."""
         self._orders.clear()
+        self._pages_of.clear()
         self._by_participant.clear()
         self.size = 0
         self.epoch += 1
@@ -209,11 +263,17 @@ class DocumentCache:
         self.online = False
         self.clear()
 
-    def _drop(self, key: Key) -> None:
+    def _drop(self, key: Key | PageKey) -> None:
         order = self._orders.pop(key, None)
         if order is None:
             return
         self.size -= order.size
+        if isinstance(order, _Page):
+            pages = self._pages_of[key[0]]
+            pages.discard(key)  # type: ignore[arg-type]
+            if not pages:
+                del self._pages_of[key[0]]
+            return
         if order.participant is not None:
             named = self._by_participant.get((key[0], order.participant))
             if named is not None:
@@ -223,27 +283,32 @@ class DocumentCache:
 
     def _prune(self) -> None:
         """Forget invalidations no read in flight can be affected by."""
-        records = (
-            len(self._changed_orders) + len(self._changed_participants) + len(self._changed_tenants)
-        )
+        changes = self._changes()
+        records = sum(map(len, changes))
         if not self._inflight:
             self._forget()
             return
         if records <= MAX_RECORDS:
             return
         oldest = min(self._inflight)
-        for changed in (self._changed_orders, self._changed_participants, self._changed_tenants):
+        for changed in changes:
             for key in [k for k, e in changed.items() if e <= oldest]:
                 del changed[key]
-        records = (
-            len(self._changed_orders) + len(self._changed_participants) + len(self._changed_tenants)
-        )
-        if records > MAX_RECORDS:  # a read stuck in flight: reads begun so far may not fill
+        if (
+            sum(map(len, changes)) > MAX_RECORDS
+        ):  # a read stuck in flight: reads begun so far may not fill
             self.epoch += 1
             self._floor = self.epoch
             self._forget()
 
+    def _changes(self) -> tuple[dict, ...]:
+        return (
+            self._changed_orders,
+            self._changed_participants,
+            self._changed_tenants,
+            self._changed_pages,
+        )
+
     def _forget(self) -> None:
-        self._changed_orders.clear()
-        self._changed_participants.clear()
-        self._changed_tenants.clear()
+        for changed in self._changes():
+            changed.clear()

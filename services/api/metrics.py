@@ -26,13 +26,18 @@ LATENCY = Histogram(
 )
 POOL = Gauge("orderview_api_pool_connections", "API connection pool", ["state"])
 REDIS_UP = Gauge("orderview_api_redis_up", "1 when the last XINFO GROUPS of the streams answered")
-CACHE_HITS = Counter("orderview_api_cache_hits_total", "Gets answered from the document cache")
+CACHE_HITS = Counter(
+    "orderview_api_cache_hits_total", "Gets and list pages answered from the document cache"
+)
 CACHE_MISSES = Counter(
-    "orderview_api_cache_misses_total", "Gets the document cache could have answered but did not"
+    "orderview_api_cache_misses_total",
+    "Gets and list pages the document cache could have answered but did not",
 )
 CACHE_BYTES = Gauge("orderview_api_cache_bytes", "Document cache size (documents and overhead)")
 CACHE_LIMIT = Gauge("orderview_api_cache_limit_bytes", "ORDERVIEW_CACHE_MB in bytes (0: off)")
-CACHE_ENTRIES = Gauge("orderview_api_cache_entries", "Rendered documents in the cache")
+CACHE_ENTRIES = Gauge(
+    "orderview_api_cache_entries", "Rendered documents and list pages in the cache"
+)
 CACHE_ONLINE = Gauge(
     "orderview_api_cache_listening", "1 while the cache hears the projector (and so serves)"
 )

@@ -6,9 +6,11 @@ the tenant is already known, the result is the response body.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable
 
 import asyncpg
+import msgspec
 from msgspec import Struct
 
 from services.api import queries, schemas
@@ -21,24 +23,48 @@ class OrderNotFound(Exception):
 
 
 class Page(Struct, frozen=True):
+    """A list's page: its rendered orders, the next page's cursor if any, and its weak ETag (of
+    the orders as rendered, the limit and the cursor)."""
+
     docs: list[bytes]
     next_cursor: str | None
+    etag: str
 
 
-async def fetch_page(pool: asyncpg.Pool, query: queries.ListQuery, secret: bytes) -> Page:
-    """One page of a list: its rendered orders and the cursor of the next page, if any."""
-    sql, args = queries.list_sql(query)
-    rows = await pool.fetch(sql, *args)
-    more = len(rows) > query.limit
-    rows = rows[: query.limit]
-    if query.dialect == "v2":
-        docs = [schemas.order_doc(row, 2) for row in rows]
-    else:
-        docs = [schemas.service_order_doc(row, 2, query.include) for row in rows]
-    cursor = None
-    if more:
-        cursor = queries.next_cursor(query, rows[-1][1], rows[-1][0], secret)
-    return Page(docs, cursor)
+_query_key = msgspec.msgpack.Encoder().encode
+
+
+async def fetch_page(
+    pool: asyncpg.Pool, query: queries.ListQuery, secret: bytes, cache: DocumentCache | None = None
+) -> Page:
+    """One page of a list; from `cache` when it holds it (and is online)."""
+    key = _query_key(query) if cache is not None and cache.online else None
+    if key is not None:
+        page = cache.page(query.tenant, key)  # type: ignore[union-attr]
+        if page is not None:
+            return page  # type: ignore[return-value]
+    start = cache.begin() if cache is not None else None
+    try:
+        sql, args = queries.list_sql(query)
+        rows = await pool.fetch(sql, *args)
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        if query.dialect == "v2":
+            docs = [schemas.order_doc(row, 2) for row in rows]
+        else:
+            docs = [schemas.service_order_doc(row, 2, query.include) for row in rows]
+        cursor = None
+        if more:
+            cursor = queries.next_cursor(query, rows[-1][1], rows[-1][0], secret)
+        tag = etag_of([*docs, str(query.limit).encode(), (cursor or "").encode()])
+        page = Page(docs, cursor, tag)
+        if start is not None and key is not None:
+            size = sum(map(sys.getsizeof, docs)) + sys.getsizeof(cursor) + len(docs) * 8
+            cache.fill_page(start, query.tenant, key, page, size)  # type: ignore[union-attr]
+        return page
+    finally:
+        if start is not None:
+            cache.end(start)  # type: ignore[union-attr]
 
 
 async def fetch_one(
@@ -90,17 +116,12 @@ class Reply(Struct, frozen=True):
 Answer = Callable[[Call], Awaitable[Reply]]
 
 
-def _page_etag(page: Page, limit: int) -> str:
-    """A page's tag: its orders as rendered (each order's version), its limit and its cursor."""
-    return etag_of([*page.docs, str(limit).encode(), (page.next_cursor or "").encode()])
-
-
 async def service_orders(call: Call) -> Reply:
     """`GET /api/v1/service-orders`."""
     query = queries.service_orders_list(call.tenant, call.params, call.secret)
-    page = await fetch_page(call.pool, query, call.secret)
+    page = await fetch_page(call.pool, query, call.secret, call.cache)
     body = schemas.service_orders_page(page.docs, call.request_id, query.limit, page.next_cursor)
-    return Reply(body, _page_etag(page, query.limit))
+    return Reply(body, page.etag)
 
 
 async def service_order(call: Call) -> Reply:
@@ -115,8 +136,8 @@ async def service_order(call: Call) -> Reply:
 async def orders(call: Call) -> Reply:
     """`GET /v1/orders`."""
     query = queries.orders_list(call.tenant, call.params, call.secret)
-    page = await fetch_page(call.pool, query, call.secret)
-    return Reply(schemas.orders_page(page.docs, page.next_cursor), _page_etag(page, query.limit))
+    page = await fetch_page(call.pool, query, call.secret, call.cache)
+    return Reply(schemas.orders_page(page.docs, page.next_cursor), page.etag)
 
 
 async def order(call: Call) -> Reply:

@@ -163,6 +163,66 @@ def test_a_document_larger_than_the_cache_is_not_kept():
     assert cache.size <= 1000 and cache.get("acme", 1, V2) is None
 
 
+def filled_page(cache: DocumentCache, tenant: str, query: bytes, page: object, start=None) -> bool:
+    begun = cache.begin() if start is None else start
+    try:
+        return cache.fill_page(begun, tenant, query, page, 100)
+    finally:
+        if start is None:
+            cache.end(begun)
+
+
+def test_a_page_is_kept_per_tenant_and_query():
+    cache = online()
+    assert cache.page("acme", b"q1") is None
+    assert filled_page(cache, "acme", b"q1", "page one")
+    assert cache.page("acme", b"q1") == "page one"
+    assert cache.page("acme", b"q2") is None  # another filter, sort, limit or cursor
+    assert cache.page("globex", b"q1") is None  # the same query of another tenant
+    assert (cache.hits, cache.misses) == (1, 3)
+
+
+def test_any_change_of_a_tenant_drops_its_pages_and_only_its_pages():
+    cache = online()
+    filled_page(cache, "acme", b"q1", "acme page")
+    filled_page(cache, "globex", b"q1", "globex page")
+    filled(cache, "acme", 1, b"one")
+    # An order the page does not hold may still enter it: the tenant's pages go.
+    cache.apply(json.dumps({"t": "acme", "o": [999], "p": []}))
+    assert cache.page("acme", b"q1") is None
+    assert cache.page("globex", b"q1") == "globex page"
+    assert cache.get("acme", 1, V2) == b"one"  # a get of another order stays
+    filled_page(cache, "acme", b"q1", "acme page")
+    cache.apply(json.dumps({"t": "acme", "o": [], "p": [7]}))  # a participant renamed
+    assert cache.page("acme", b"q1") is None
+    filled_page(cache, "acme", b"q1", "acme page")
+    cache.apply(json.dumps({}))  # everything (a rebuild's swap)
+    assert cache.page("acme", b"q1") is None and cache.page("globex", b"q1") is None
+    assert cache.size == 0 and len(cache) == 0
+
+
+def test_a_page_read_begun_before_its_tenant_changed_does_not_fill():
+    cache = online()
+    start = cache.begin()
+    cache.apply(json.dumps({"t": "acme", "o": [5], "p": []}))
+    assert not filled_page(cache, "acme", b"q1", "stale", start)
+    assert filled_page(cache, "globex", b"q1", "other tenant", start)
+    cache.end(start)
+    assert cache.page("acme", b"q1") is None
+    assert filled_page(cache, "acme", b"q1", "fresh")
+
+
+def test_pages_and_documents_share_the_bound():
+    cache = online(limit=20 * (100 + 2 * ENTRY_OVERHEAD))
+    for n in range(100):
+        filled_page(cache, "acme", b"q%d" % n, n)
+        filled(cache, "acme", n, b"x" * 50)
+        assert cache.size <= cache.limit
+    assert cache.page("acme", b"q99") == 99 and cache.page("acme", b"q0") is None
+    cache.go_offline()
+    assert cache.size == 0 and cache.page("acme", b"q99") is None
+
+
 def test_a_request_with_x_min_position_reads_postgresql():
     cache = online()
     assert for_request(cache, [(b"host", b"x")]) is cache

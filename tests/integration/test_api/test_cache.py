@@ -325,3 +325,40 @@ async def test_the_bound_is_kept_and_0_turns_the_cache_off(
     finally:
         assert bounded.stop() == 0, bounded.logs()
         assert off.stop() == 0, off.logs()
+
+
+async def _numbers(client, path: str, headers: dict) -> list[str]:
+    response = await client.get(path, headers=headers)
+    assert response.status_code == 200, response.text
+    return [order["order_number"] for order in response.json()["data"]]
+
+
+async def test_a_hot_list_page_is_served_from_memory_until_its_tenant_changes(
+    app, client, db, cached
+):
+    cache = app.app.state.cache
+    path = f"{V1}?limit=100"
+    before = await _numbers(client, path, cached)
+    assert "SO-3" in before
+    hits = cache.hits
+    assert await _numbers(client, path, cached) == before
+    assert cache.hits == hits + 1
+    # Unannounced, the change stays unseen; any change of the tenant, even of an order this page
+    # does not show (it could enter the page), drops the page.
+    await edit(db, "doc_v1", "cachet", 3, '"SO-3"', '"SO-3b"')
+    assert await _numbers(client, path, cached) == before
+    await db.execute("SELECT pg_notify($1, $2)", CHANNEL, '{"t":"cachet","o":[424242],"p":[]}')
+    await until(lambda: _has(client, path, cached, "SO-3b"))
+    # Another tenant's change leaves the page where it is.
+    hits = cache.hits
+    await db.execute("SELECT pg_notify($1, $2)", CHANNEL, '{"t":"elsewhere","o":[3],"p":[]}')
+    await asyncio.sleep(0.2)
+    assert "SO-3b" in await _numbers(client, path, cached)
+    assert cache.hits == hits + 1
+    await edit(db, "doc_v1", "cachet", 3, '"SO-3b"', '"SO-3"')
+    await db.execute("SELECT pg_notify($1, $2)", CHANNEL, '{"t":"cachet"}')
+    await until(lambda: _has(client, path, cached, "SO-3"))
+
+
+async def _has(client, path: str, headers: dict, number: str) -> bool:
+    return number in await _numbers(client, path, headers)
