@@ -1,7 +1,7 @@
 """Read API benchmark: the API beside the peer a user would pick, a bare app and PostgreSQL alone.
 
     .venv/bin/python benchmarks/api.py [--orders 1000000] [--seconds 10] [--rounds 3]
-        [--targets api,bare,peer,pgbench,ceiling] [--scenarios get,list,deep] [--keep]
+        [--targets api,bare,floor,peer,pgbench,ceiling] [--scenarios get,list,deep] [--keep]
         [--baseline DIR]
 
 Uses PostgreSQL at ORDERVIEW_BENCH_ADMIN_URL (default postgresql://postgres@127.0.0.1:5432/postgres):
@@ -18,6 +18,8 @@ Targets, all on the same data, started together:
 - peer: Platformatic DB 3.67 on Node 22 (auto-REST, benchmarks/api_peers.py; installed from npm
   into a cache folder outside the repository on first run);
 - pgbench: PostgreSQL alone, the API's own statements, `-M prepared`;
+- floor: the bare app's answers kept in a dict after their first read (benchmarks/api_floor.py):
+  the most a caching Litestar app can serve on this machine, the bound of the API's targets;
 - ceiling: a bare ASGI app under uvicorn (benchmarks/api_ceiling.py).
 Scenarios: `get` (2 000 random ids of one tenant), `list` (6 filtered lists: limit 25, one status,
 sort total or created_at, descending, first page), `deep` (a keyset page far down the first list;
@@ -238,8 +240,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10, help="length of one wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each scenario per target")
     parser.add_argument(
-        "--targets", "--servers", default="api,bare,peer,pgbench,ceiling",
-        help="of api, bare, peer, pgbench, ceiling",
+        "--targets", "--servers", default="api,bare,floor,peer,pgbench,ceiling",
+        help="of api, bare, floor, peer, pgbench, ceiling",
     )  # fmt: skip
     parser.add_argument(
         "--baseline", type=Path, metavar="DIR",
@@ -306,7 +308,7 @@ def _paths(kind: str, ids: list[int], cursor: str) -> dict[str, list[str]]:
             "get": [f"/orders/{i}?fields=doc" for i in ids],
             "list": [peer_list_path(TENANT, params) for params in LISTS],
         }
-    if kind in ("bare", "ceiling"):
+    if kind in ("bare", "floor", "ceiling"):
         return {
             "get": [f"/one/{i}" for i in ids],
             "list": [f"/list/{n}" for n in range(len(LISTS))],

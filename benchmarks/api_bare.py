@@ -21,7 +21,7 @@ _QUERIES = queries()
 _TENANT = os.environ["BENCH_TENANT"]
 
 
-async def _open() -> None:
+async def open_pool() -> None:
     _pools.append(
         await create_pool(
             os.environ["ORDERVIEW_DATABASE_URL"],
@@ -33,7 +33,7 @@ async def _open() -> None:
     )
 
 
-async def _close() -> None:
+async def close_pool() -> None:
     await _pools.pop().close()
 
 
@@ -58,8 +58,8 @@ async def deep() -> Response[bytes]:
 
 app = Litestar(
     route_handlers=[one, page, deep],
-    on_startup=[_open],
-    on_shutdown=[_close],
+    on_startup=[open_pool],
+    on_shutdown=[close_pool],
     openapi_config=None,
     logging_config=None,
 )

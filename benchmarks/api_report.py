@@ -59,12 +59,26 @@ def print_targets(runs: dict, peaks: dict, api: str) -> None:
             value = statistics.median(ratios)
             print(f"  {scenario} ≥ {factor:.1f} × {other}: {_spread(ratios, '.2f')} "
                   f"→ {verdict(value >= factor)}")  # fmt: skip
+    for scenario in ("get", "list"):
+        bound = _ratios(runs, "floor", "peer", scenario)
+        if bound:
+            print(f"  bound: {scenario} of the floor app (a dict of answers under the same "
+                  f"framework and server) = {_spread(bound, '.2f')} × peer; the API reaches "
+                  f"{_spread(_ratios(runs, api, 'floor', scenario), '.2f')} × floor")  # fmt: skip
     p99 = {
         s: statistics.median(r["p99"] for r in rs if r) for s, rs in runs[api].items() if any(rs)
     }
     worst = max(p99.values())
     shown = ", ".join(f"{s} {v:.1f}" for s, v in p99.items())
     print(f"  p99 ≤ {P99_MS:.0f} ms: {shown} ms → {verdict(worst <= P99_MS)}")
+    if "floor" in runs:
+        floor = {s: statistics.median(r["p99"] for r in rs if r) for s, rs in runs["floor"].items()
+                 if any(rs)}  # fmt: skip
+        print(
+            "  bound: p99 of the floor app "
+            + ", ".join(f"{s} {v:.1f}" for s, v in floor.items())
+            + " ms (64 connections: latency is connections ÷ req/s, plus the machine's stalls)"
+        )
     rss_mb = peaks[api] * 1.048576
     print(f"  RSS ≤ {RSS_MB:.0f} MB: {peaks[api]:.0f} MiB ({rss_mb:.0f} MB) → "
           f"{verdict(rss_mb <= RSS_MB)}")  # fmt: skip

@@ -49,6 +49,9 @@ def command(kind: str, port: int, baseline: Path | None) -> tuple[list[str], Pat
         "bare": [str(BIN / "granian"), "--interface", "asgi", "--loop", "uvloop", "--no-ws",
                  "--log-level", "warning", "--host", "127.0.0.1", "--port", str(port),
                  "benchmarks.api_bare:app"],
+        "floor": [str(BIN / "granian"), "--interface", "asgi", "--loop", "uvloop", "--no-ws",
+                  "--log-level", "warning", "--host", "127.0.0.1", "--port", str(port),
+                  "benchmarks.api_floor:app"],
         "ceiling": [str(BIN / "uvicorn"), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
                     "--log-level", "warning", "--port", str(port), "benchmarks.api_ceiling:app"],
     }  # fmt: skip
