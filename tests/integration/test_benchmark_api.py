@@ -30,15 +30,15 @@ def test_one_command_measures_every_target_and_judges_the_targets(servers) -> No
     env = os.environ | {"ORDERVIEW_BENCH_ADMIN_URL": servers[0]}
     run = subprocess.run(
         [sys.executable, "benchmarks/api.py", "--orders", "3000", "--seconds", "1",
-         "--rounds", "1", "--targets", "api,bare,pgbench,ceiling"],
+         "--rounds", "1", "--targets", "api,bare,floor,pgbench,ceiling"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     out = run.stdout
     assert run.returncode == 0, run.stderr[-2000:]
     assert re.search(r"^CPU: .+; cores: \d+; RAM: \d+ MiB", out, re.M)
     assert re.search(r"^PostgreSQL \S+.*; Redis \S+; load average at start [\d.]+", out, re.M)
-    assert "checked: api, bare, ceiling answer the same documents to each scenario" in out
-    for kind in ("api", "bare", "pgbench", "ceiling"):
+    assert "checked: api, bare, floor, ceiling answer the same documents to each scenario" in out
+    for kind in ("api", "bare", "floor", "pgbench", "ceiling"):
         for scenario in ("get", "list", "deep"):
             row = re.search(rf"^{kind}\s+{scenario}\s+(\d+) .*\s(\d+)$", out, re.M)
             assert row, f"no {kind} {scenario} row in:\n{out}"
@@ -46,6 +46,9 @@ def test_one_command_measures_every_target_and_judges_the_targets(servers) -> No
     for scenario in ("get", "list"):
         assert re.search(rf"^  {scenario} ≥ 1.0 × bare: [\d.]+ .*→ (met|NOT met)$", out, re.M)
         assert f"  {scenario} ≥ 2.0 × peer: not measured" in out
+    assert re.search(
+        r"^  bound: p99 of the floor app get [\d.]+, list [\d.]+, deep [\d.]+ ms", out, re.M
+    )
     assert re.search(r"^  p99 ≤ 20 ms: get [\d.]+, list [\d.]+, deep [\d.]+ ms → ", out, re.M)
     assert re.search(r"^  RSS ≤ 150 MB: \d+ MiB \(\d+ MB\) → (met|NOT met)$", out, re.M)
     assert re.search(r"^dropped database orderview_bench_\w+$", out, re.M)
