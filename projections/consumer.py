@@ -22,8 +22,9 @@ from projections import metrics
 from projections.announce import applied_channel
 from projections.events import Event, PoisonEvent, decode_event
 from projections.fold import Plan
+from projections.ledger import DeadLetters, mark_published
 from projections.progress import Progress
-from projections.writer import DeadLetters, Turn, apply_batch, mark_published
+from projections.writer import Turn, apply_batch
 
 log = logging.getLogger("orderview.consumer")
 

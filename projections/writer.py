@@ -26,7 +26,8 @@ from projections.documents import render_order, render_participant
 from projections.events import Event
 from projections.fold import OrderState, ParticipantState, Plan, plan_batch
 from projections.invalidation import messages, notify
-from projections.tables import DEAD_LETTERS, READ_SCHEMA
+from projections.ledger import DeadLetters, lease_dead_letters
+from projections.tables import READ_SCHEMA
 
 log = logging.getLogger("orderview.writer")
 
@@ -179,26 +180,6 @@ def statements(schema: str = READ_SCHEMA) -> Statements:
     return Statements(*(s.format(**names) for s in sql))
 
 
-# Take the right to publish dead letters: new rows, our own (a retry), or stale leases.
-_LEASE_DEAD_LETTERS = f"""
-INSERT INTO {DEAD_LETTERS} AS d (stream, entry_id, error, lease_owner, event)
-SELECT $1, u.entry_id, u.error, $2, u.event
-FROM unnest($3::text[], $4::text[], $6::bytea[]) AS u (entry_id, error, event)
-ON CONFLICT (stream, entry_id) DO UPDATE SET lease_owner = EXCLUDED.lease_owner, lease_at = now()
-WHERE d.published_at IS NULL
-  AND (d.lease_owner = EXCLUDED.lease_owner OR d.lease_at < now() - make_interval(secs => $5))
-RETURNING entry_id
-"""
-_PUBLISHED = f"""
-SELECT entry_id FROM {DEAD_LETTERS}
-WHERE stream = $1 AND entry_id = ANY($2::text[]) AND published_at IS NOT NULL
-"""
-_MARK_PUBLISHED = f"""
-UPDATE {DEAD_LETTERS} d SET published_at = now(), dlq_id = u.dlq_id
-FROM unnest($2::text[], $3::text[]) AS u (entry_id, dlq_id)
-WHERE d.stream = $1 AND d.entry_id = u.entry_id
-"""
-
 # Every batch holds this lock shared for its whole transaction; a rebuild's swap takes it exclusive,
 # so the swap waits for the batches in flight to commit and the next ones wait for the swap: a
 # batch loads its states and writes them in the same schema, before the swap or after it.
@@ -325,46 +306,6 @@ async def lock_participants(conn: asyncpg.Connection, plan: Plan) -> None:
     if locks:
         rows = [(tenant, pid, exclusive) for (tenant, pid), exclusive in locks.items()]
         await conn.execute(_LOCK_PARTICIPANTS, *_columns(rows, 3), PARTICIPANT_LOCKS)
-
-
-class DeadLetters(msgspec.Struct):
-    """Where dead letters of a batch go, and who is writing them."""
-
-    stream: str
-    owner: str
-    lease_seconds: float
-    # Given the plan, the entries to dead-letter: {entry id: error}.
-    choose: Any
-    # The `event` value of every entry, as received, stored in the ledger with its dead letter.
-    raws: dict[bytes, bytes] = {}
-
-
-async def lease_dead_letters(
-    conn: asyncpg.Connection, spec: DeadLetters, dead: dict[bytes, str]
-) -> tuple[set[bytes], set[bytes]]:
-    """Record dead letters; return (ids this consumer is to publish, ids already published).
-    The others are being published by another live consumer, which will acknowledge them."""
-    ids = sorted(dead)
-    texts = [i.decode() for i in ids]
-    events = [spec.raws.get(i, b"") for i in ids]
-    args = (spec.stream, spec.owner, texts, [dead[i] for i in ids], spec.lease_seconds, events)
-    publish = {r[0].encode() for r in await conn.fetch(_LEASE_DEAD_LETTERS, *args)}
-    published: set[bytes] = set()
-    if len(publish) < len(ids):
-        published = {r[0].encode() for r in await conn.fetch(_PUBLISHED, spec.stream, texts)}
-    return publish, published
-
-
-async def mark_published(pool: asyncpg.Pool, stream: str, dlq_ids: dict[bytes, bytes]) -> None:
-    """Record that these dead letters are in the dead-letter stream: {entry id: its dlq id}."""
-    ids = sorted(dlq_ids)
-    await pool.execute(
-        _MARK_PUBLISHED, stream, [i.decode() for i in ids], [_text(dlq_ids[i]) for i in ids]
-    )
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class Superseded(Exception):
