@@ -23,8 +23,9 @@ from projections.announce import applied_channel
 from projections.events import Event, PoisonEvent, decode_event
 from projections.fold import Plan
 from projections.ledger import DeadLetters, mark_published
+from projections.pipeline import Turn
 from projections.progress import Progress
-from projections.writer import Turn, apply_batch
+from projections.writer import apply_batch
 
 log = logging.getLogger("orderview.consumer")
 
@@ -361,7 +362,7 @@ class StreamConsumer:
     async def run(self, stopping: asyncio.Event) -> None:
         """Read and apply batches until `stopping` is set; the batches in hand are always finished.
 
-        Normally two batches are in flight (see writer.Turn). After a failure, the batches it left
+        Normally two batches are in flight (see pipeline.Turn). After a failure, the batches it left
         unapplied are applied one at a time (a refused one event by event), then the pipeline
         starts again."""
         backoff = 0.1

@@ -18,8 +18,9 @@ import asyncpg
 from projections.consumer import decode_entries
 from projections.events import Event
 from projections.fold import Plan, plan_batch
+from projections.pipeline import overlay
 from projections.tables import DEAD_LETTERS
-from projections.writer import Rows, copy_plan, load_states, overlay, render_plan, write_plan
+from projections.writer import Rows, copy_plan, load_states, render_plan, write_plan
 
 # An entry's key: (stream, entry id) for a stream entry, (None, line number) for a file line.
 Key = tuple[str | None, Any]

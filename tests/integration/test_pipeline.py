@@ -1,4 +1,4 @@
-"""Two batches in flight per consumer (writer.Turn): batch k+1 folds on batch k's uncommitted
+"""Two batches in flight per consumer (pipeline.Turn): batch k+1 folds on batch k's uncommitted
 states, commits only after k, and rolls back when k fails; a restarted consumer re-reading its own
 pending entries never takes an entry that is already in flight."""
 
@@ -12,8 +12,9 @@ import pytest
 
 from orderview.settings import load_settings
 from projections.events import decode_event
+from projections.pipeline import Superseded, Turn
 from projections.tables import ORDERS
-from projections.writer import Superseded, Turn, apply_batch
+from projections.writer import apply_batch
 from services.histories import POISON_LINES, generate
 from services.projector import run_projector
 from tests.model import differences, expected_state, table_state
