@@ -9,7 +9,7 @@ import asyncpg
 import redis.asyncio as redis
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
-from projections.consumer import REDIS_UNAVAILABLE, transient
+from projections.failures import REDIS_UNAVAILABLE, transient
 from projections.metrics import LAG, PENDING
 from services.api.cache import DocumentCache
 

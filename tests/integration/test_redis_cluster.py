@@ -22,8 +22,8 @@ import pytest
 
 from orderview.db import create_redis
 from orderview.settings import load_settings
-from projections.consumer import REDIS_UNAVAILABLE
 from projections.events import stream_for
+from projections.failures import REDIS_UNAVAILABLE
 from projections.tables import ORDERS, PARTICIPANTS
 from services.api.keys import create_key, set_feature
 from services.histories import generate, with_faults
