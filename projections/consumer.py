@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -20,7 +20,8 @@ import redis.exceptions
 
 from projections import metrics
 from projections.announce import applied_channel
-from projections.events import Event, PoisonEvent, decode_event
+from projections.entries import Batch, decode_entries
+from projections.events import Event
 from projections.failures import TRANSIENT, refused, transient
 from projections.fold import Plan
 from projections.ledger import DeadLetters, mark_published
@@ -63,37 +64,12 @@ class Held:
 
 
 @dataclass
-class Batch:
-    """Entries in hand: decoded events by entry id, and poison entries with their reasons."""
-
-    events: dict[bytes, Event] = field(default_factory=dict)
-    raws: dict[bytes, bytes] = field(default_factory=dict)
-    poison: dict[bytes, tuple[bytes, str]] = field(default_factory=dict)
-
-    def ids(self) -> set[bytes]:
-        return {*self.events, *self.poison}
-
-
-@dataclass
 class Flight:
     """A batch being applied in the pipeline."""
 
     batch: Batch
     turn: Turn
     task: asyncio.Task
-
-
-def decode_entries(entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> Batch:
-    """Validate stream entries; poison ones keep their raw value and reason."""
-    batch = Batch()
-    for entry_id, fields in entries:
-        raw = (fields or {}).get(b"event")
-        try:
-            batch.events[entry_id] = decode_event(raw)
-            batch.raws[entry_id] = raw
-        except PoisonEvent as exc:
-            batch.poison[entry_id] = (raw if raw is not None else b"", str(exc))
-    return batch
 
 
 class StreamConsumer:

@@ -1,6 +1,6 @@
 """A rebuild's fold: entries applied to a rebuild's schema with the live projector's decisions.
 
-The same validation (consumer.decode_entries), fold (fold.plan_batch), rendering and writer as the
+The same validation (entries.decode_entries), fold (fold.plan_batch), rendering and writer as the
 live projector, so the result is the same: duplicates by seq, unknown types advance seq, poison is
 skipped, a gap waits (across windows) for its predecessor. An entry the live projector
 dead-lettered (the ledger has it) is dead here too, at once, and no dead letter is written again:
@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from projections.consumer import decode_entries
+from projections.entries import decode_entries
 from projections.events import Event
 from projections.fold import Plan, plan_batch
 from projections.pipeline import overlay
