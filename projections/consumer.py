@@ -19,14 +19,14 @@ import redis.asyncio as redis
 import redis.exceptions
 
 from projections import metrics
-from projections.announce import applied_channel
 from projections.entries import Batch, decode_entries
 from projections.events import Event
 from projections.failures import TRANSIENT, refused, transient
 from projections.fold import Plan
-from projections.ledger import DeadLetters, mark_published
+from projections.ledger import DeadLetters
 from projections.pipeline import Turn
 from projections.progress import Progress
+from projections.settle import Settler
 from projections.writer import apply_batch
 
 log = logging.getLogger("orderview.consumer")
@@ -35,11 +35,6 @@ RETRY_MS = 200
 # A dead letter leased by a consumer that died before publishing it is taken over after this long
 # by another consumer (at once by a consumer restarted under the same name).
 MIN_LEASE_SECONDS = 30.0
-
-
-def dlq_key(stream: str) -> str:
-    """The dead-letter stream of a stream."""
-    return f"{stream}:dlq"
 
 
 @dataclass
@@ -92,6 +87,7 @@ class StreamConsumer:
         self._in_flight: set[bytes] = set()  # entries of the batches in flight
         self._group_ready = False
         self.progress = Progress(stream, options.consumer)
+        self.settler = Settler(client, pool, stream, options.group)
 
     # ---- Redis -------------------------------------------------------------------------
 
@@ -147,7 +143,7 @@ class StreamConsumer:
         self._claim_cursor, claimed = reply[0], reply[1]
         deleted = reply[2] if len(reply) > 2 else []
         if deleted:  # pending entries whose stream entry was deleted: nothing to apply
-            await self.redis.xack(self.stream, o.group, *deleted)
+            await self.settler.forget(deleted)
         claimed = [c for c in claimed if c[0] not in self.held and c[0] not in self._in_flight]
         if self._claim_cursor in (b"0-0", "0-0"):
             self._next_claim = now + o.claim_idle_ms / 2000
@@ -175,32 +171,6 @@ class StreamConsumer:
             if _text(group.get("name")) == self.options.group:
                 metrics.LAG.labels(self.stream).set(group.get("lag") or 0)
                 metrics.PENDING.labels(self.stream).set(group.get("pending") or 0)
-
-    async def settle(
-        self,
-        plan: Plan,
-        dead: dict[bytes, str],
-        leased: tuple[set[bytes], set[bytes]],
-        raws: dict[bytes, bytes],
-    ) -> None:
-        """Write the dead letters this consumer leased and acknowledge, in one pipeline, after
-        the commit. Dead letters leased by another live consumer stay pending: it acks them."""
-        publish, published = leased
-        done = [*plan.applied, *plan.duplicates, *publish, *published]
-        if not done:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        order = sorted(publish)
-        for entry_id in order:
-            fields = {"event": raws[entry_id], "error": _dlq_error(dead[entry_id])}
-            pipe.xadd(dlq_key(self.stream), {**fields, "stream": self.stream, "entry_id": entry_id})
-        pipe.xack(self.stream, self.options.group, *done)
-        replies = await pipe.execute()
-        # After the XACK, for X-Min-Position waiters. Not in the pipeline: a Redis Cluster client
-        # refuses PUBLISH there (a channel has no slot); a plain PUBLISH reaches every node.
-        await self.redis.publish(applied_channel(self.stream), b"")
-        if publish:
-            await mark_published(self.pool, self.stream, dict(zip(order, replies, strict=False)))
 
     # ---- one batch ---------------------------------------------------------------------
 
@@ -230,7 +200,7 @@ class StreamConsumer:
             plan, dead, leased = await apply_batch(
                 self.pool, list(candidates.items()), spec, turn=turn
             )
-            await self.settle(plan, dead, leased, raws)
+            await self.settler.settle(plan, dead, leased, raws)
         finally:
             self._retrying -= retried
         self.progress.applied([candidates[e].at for e in plan.applied])
@@ -392,12 +362,6 @@ class StreamConsumer:
         if stopping.is_set():
             return None
         return await self.read()
-
-
-def _dlq_error(error: str) -> str:
-    """The `error` of a dead letter: exactly `gap` for a gap (events.md), the reason otherwise.
-    The gap's details stay in the log and in the dead-letter ledger."""
-    return "gap" if error.startswith("gap:") else error
 
 
 def _gap_reason(event: Event, timeout: float) -> str:

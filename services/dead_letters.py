@@ -15,7 +15,7 @@ import asyncpg
 import msgspec
 import redis.asyncio as redis
 
-from projections.consumer import dlq_key
+from projections.settle import dlq_key
 from projections.tables import DEAD_LETTERS
 from services.publish import route
 

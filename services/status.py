@@ -20,8 +20,8 @@ import redis.asyncio as redis
 from orderview.db import redis_client
 from orderview.settings import Settings
 from projections import rebuilds
-from projections.consumer import dlq_key
 from projections.progress import HEARTBEAT_SECONDS
+from projections.settle import dlq_key
 from projections.tables import CONSUMERS, DEAD_LETTERS, ORDERS, PARTICIPANTS, REBUILDS
 from services.dead_letters import NOT_MIGRATED, UNREACHABLE
 from services.dlq_commands import print_table

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from orderview.settings import load_settings
-from projections.consumer import dlq_key
+from projections.settle import dlq_key
 from projections.tables import ORDERS, PARTICIPANTS
 from services.histories import generate
 from services.publish import route
