@@ -20,9 +20,9 @@ import redis.exceptions
 
 from projections import metrics
 from projections.entries import Batch, decode_entries
-from projections.events import Event
 from projections.failures import TRANSIENT, refused, transient
 from projections.fold import Plan
+from projections.gaps import RETRY_MS, Gaps, Held
 from projections.ledger import DeadLetters
 from projections.pipeline import Turn
 from projections.progress import Progress
@@ -31,7 +31,6 @@ from projections.writer import apply_batch
 
 log = logging.getLogger("orderview.consumer")
 
-RETRY_MS = 200
 # A dead letter leased by a consumer that died before publishing it is taken over after this long
 # by another consumer (at once by a consumer restarted under the same name).
 MIN_LEASE_SECONDS = 30.0
@@ -47,15 +46,6 @@ class Options:
     block_ms: int = 1000
     gap_timeout: float = 30.0
     claim_idle_ms: int = 60_000
-
-
-@dataclass
-class Held:
-    """An event waiting for its predecessor."""
-
-    event: Event
-    raw: bytes
-    since: float
 
 
 @dataclass
@@ -75,15 +65,13 @@ class StreamConsumer:
         self.pool = pool
         self.stream = stream
         self.options = options
-        self.held: dict[bytes, Held] = {}
+        self.gaps = Gaps(options.gap_timeout)
         # Own pending entries first (after a restart), after the last one read, then new ones.
         self._read_from = b"0"
         self._claim_cursor = b"0-0"
         self._next_claim = 0.0
         self._next_touch = 0.0
         self._next_lag = 0.0
-        self._next_retry = 0.0
-        self._retrying: set[bytes] = set()  # held entries a batch in flight is retrying
         self._in_flight: set[bytes] = set()  # entries of the batches in flight
         self._group_ready = False
         self.progress = Progress(stream, options.consumer)
@@ -103,7 +91,7 @@ class StreamConsumer:
         """The next entries for this consumer: its own pending ones first, then new ones."""
         o = self.options
         # Held gaps are retried at least every RETRY_MS, so block no longer than that then.
-        block = min(o.block_ms, RETRY_MS) if self.held else o.block_ms
+        block = min(o.block_ms, RETRY_MS) if self.gaps.held else o.block_ms
         try:
             reply = await self.redis.xreadgroup(
                 o.group,
@@ -124,7 +112,7 @@ class StreamConsumer:
                 self._read_from = b">"
                 return []
             self._read_from = entries[-1][0]
-        return [e for e in entries if e[0] not in self.held and e[0] not in self._in_flight]
+        return [e for e in entries if e[0] not in self.gaps.held and e[0] not in self._in_flight]
 
     async def reclaim(self) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
         """Entries idle too long on another (dead) consumer, now ours."""
@@ -144,7 +132,7 @@ class StreamConsumer:
         deleted = reply[2] if len(reply) > 2 else []
         if deleted:  # pending entries whose stream entry was deleted: nothing to apply
             await self.settler.forget(deleted)
-        claimed = [c for c in claimed if c[0] not in self.held and c[0] not in self._in_flight]
+        claimed = [c for c in claimed if c[0] not in self.gaps.held and c[0] not in self._in_flight]
         if self._claim_cursor in (b"0-0", "0-0"):
             self._next_claim = now + o.claim_idle_ms / 2000
         if claimed:
@@ -155,11 +143,13 @@ class StreamConsumer:
     async def touch_held(self) -> None:
         """Keep held gaps ours: reset their idle time so no other consumer reclaims them."""
         now = time.monotonic()
-        if not self.held or now < self._next_touch:
+        if not self.gaps.held or now < self._next_touch:
             return
         self._next_touch = now + self.options.claim_idle_ms / 3000
         o = self.options
-        await self.redis.xclaim(self.stream, o.group, o.consumer, 0, list(self.held), justid=True)
+        await self.redis.xclaim(
+            self.stream, o.group, o.consumer, 0, list(self.gaps.held), justid=True
+        )
 
     async def update_lag(self) -> None:
         """Refresh the lag and pending gauges from XINFO GROUPS (every few seconds)."""
@@ -179,55 +169,36 @@ class StreamConsumer:
         now = time.monotonic()
         candidates = dict(batch.events)
         raws = {**batch.raws, **{k: raw for k, (raw, _) in batch.poison.items()}}
-        retried = self._held_to_retry(batch, now)
+        retried = self.gaps.retry(batch, now)
         for entry_id in retried:
-            candidates.setdefault(entry_id, self.held[entry_id].event)
-            raws.setdefault(entry_id, self.held[entry_id].raw)
+            candidates.setdefault(entry_id, self.gaps.held[entry_id].event)
+            raws.setdefault(entry_id, self.gaps.held[entry_id].raw)
 
         def choose(plan: Plan) -> dict[bytes, str]:
             dead = {k: error for k, (_, error) in batch.poison.items()}
-            for entry_id in plan.held:
-                since = self.held[entry_id].since if entry_id in self.held else now
-                if now - since >= self.options.gap_timeout:
-                    event = candidates[entry_id]
-                    dead[entry_id] = _gap_reason(event, self.options.gap_timeout)
-            return dead
+            return dead | self.gaps.expired(plan.held, candidates, now)
 
         lease = max(self.options.claim_idle_ms / 1000, MIN_LEASE_SECONDS)
         spec = DeadLetters(self.stream, self.options.consumer, lease, choose, raws)
-        self._retrying |= retried
         try:
             plan, dead, leased = await apply_batch(
                 self.pool, list(candidates.items()), spec, turn=turn
             )
             await self.settler.settle(plan, dead, leased, raws)
         finally:
-            self._retrying -= retried
+            self.gaps.release(retried)
         self.progress.applied([candidates[e].at for e in plan.applied])
-        still_held = set(plan.held) - set(dead)
-        for entry_id in retried - still_held:
-            self.held.pop(entry_id, None)
-        for entry_id in still_held - retried:
-            self.held[entry_id] = Held(candidates[entry_id], raws[entry_id], now)
+        still_held = [e for e in plan.held if e not in dead]
+        self.gaps.update(retried, {e: Held(candidates[e], raws[e], now) for e in still_held})
         self._count(plan, dead, leased[0])
         return plan
-
-    def _held_to_retry(self, batch: Batch, now: float) -> set[bytes]:
-        """Held gaps worth retrying now: all of them every RETRY_MS (another consumer may have
-        applied the predecessor), else those whose aggregate this batch touches."""
-        if now >= self._next_retry:
-            self._next_retry = now + RETRY_MS / 1000
-            return set(self.held) - self._retrying
-        touched = {e.aggregate for e in batch.events.values()}
-        held = self.held.items()
-        return {k for k, h in held if h.event.aggregate in touched and k not in self._retrying}
 
     def _count(self, plan: Plan, dead: dict[bytes, str], publish: set[bytes]) -> None:
         s = self.stream
         metrics.EVENTS_APPLIED.labels(s).inc(len(plan.applied))
         metrics.DUPLICATES.labels(s).inc(len(plan.duplicates))
         metrics.UNKNOWN_TYPES.labels(s).inc(plan.unknown_types)
-        metrics.GAPS_HELD.labels(s).set(len(self.held))
+        metrics.GAPS_HELD.labels(s).set(len(self.gaps.held))
         for entry_id in publish:
             error = dead[entry_id]
             metrics.DEAD_LETTERS.labels(s, "gap" if error.startswith("gap:") else "invalid").inc()
@@ -351,7 +322,7 @@ class StreamConsumer:
             entries = await self._read_unless_stopped(stopping)
         if entries is None:
             return None
-        if not entries and not self.held:
+        if not entries and not self.gaps.held:
             return None
         return decode_entries(entries)
 
@@ -362,13 +333,6 @@ class StreamConsumer:
         if stopping.is_set():
             return None
         return await self.read()
-
-
-def _gap_reason(event: Event, timeout: float) -> str:
-    return (
-        f"gap: {event.kind} {event.aggregate_id} of tenant {event.tenant} got seq {event.seq} "
-        f"but its predecessor was not applied within {timeout:g}s"
-    )
 
 
 def _text(value: Any) -> str:
