@@ -1,4 +1,9 @@
-"""One stream of the consumer group: read, validate, apply, dead-letter, acknowledge, reclaim.
+"""One stream of the consumer group, projected until stopped: the orchestration of the pieces.
+
+reader.py hands out entries (own pending first, then new; reclaimed from dead consumers),
+entries.py validates them, gaps.py holds events that wait for their predecessor, writer.py
+applies a batch in one transaction (two batches in flight, pipeline.py), settle.py writes dead
+letters, acknowledges and announces, failures.py says which failures are retried.
 
 Every command goes to this stream's own keys (the stream and `<stream>:dlq`), so shards may live
 on different nodes of a Redis Cluster. Put the stream name in a hash tag (`{orders:events:0}`) to
@@ -12,20 +17,20 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 import redis.asyncio as redis
 import redis.exceptions
 
 from projections import metrics
-from projections.entries import Batch, decode_entries
+from projections.entries import Batch, as_text, decode_entries
 from projections.failures import TRANSIENT, refused, transient
 from projections.fold import Plan
-from projections.gaps import RETRY_MS, Gaps, Held
+from projections.gaps import Gaps, Held
 from projections.ledger import DeadLetters
 from projections.pipeline import Turn
 from projections.progress import Progress
+from projections.reader import Options, Reader
 from projections.settle import Settler
 from projections.writer import apply_batch
 
@@ -34,18 +39,6 @@ log = logging.getLogger("orderview.consumer")
 # A dead letter leased by a consumer that died before publishing it is taken over after this long
 # by another consumer (at once by a consumer restarted under the same name).
 MIN_LEASE_SECONDS = 30.0
-
-
-@dataclass
-class Options:
-    """How one consumer reads; see Settings for the variables behind each."""
-
-    group: str
-    consumer: str
-    batch_size: int = 1000
-    block_ms: int = 1000
-    gap_timeout: float = 30.0
-    claim_idle_ms: int = 60_000
 
 
 @dataclass
@@ -66,101 +59,9 @@ class StreamConsumer:
         self.stream = stream
         self.options = options
         self.gaps = Gaps(options.gap_timeout)
-        # Own pending entries first (after a restart), after the last one read, then new ones.
-        self._read_from = b"0"
-        self._claim_cursor = b"0-0"
-        self._next_claim = 0.0
-        self._next_touch = 0.0
-        self._next_lag = 0.0
-        self._in_flight: set[bytes] = set()  # entries of the batches in flight
-        self._group_ready = False
+        self.reader = Reader(client, stream, options)
         self.progress = Progress(stream, options.consumer)
         self.settler = Settler(client, pool, stream, options.group)
-
-    # ---- Redis -------------------------------------------------------------------------
-
-    async def ensure_group(self) -> None:
-        """Create the group at the start of the stream (and the stream) unless it exists."""
-        try:
-            await self.redis.xgroup_create(self.stream, self.options.group, id="0", mkstream=True)
-        except redis.exceptions.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
-    async def read(self) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
-        """The next entries for this consumer: its own pending ones first, then new ones."""
-        o = self.options
-        # Held gaps are retried at least every RETRY_MS, so block no longer than that then.
-        block = min(o.block_ms, RETRY_MS) if self.gaps.held else o.block_ms
-        try:
-            reply = await self.redis.xreadgroup(
-                o.group,
-                o.consumer,
-                {self.stream: self._read_from},
-                count=o.batch_size,
-                block=block if self._read_from == b">" else None,
-            )
-        except redis.exceptions.ResponseError as exc:
-            if not str(exc).startswith("UNBLOCKED"):
-                raise
-            # Our read was blocked on a master that a failover turned into a replica: nothing was
-            # delivered; the next read follows the slot to its new master.
-            return []
-        entries = reply[0][1] if reply else []
-        if self._read_from != b">":
-            if not entries:
-                self._read_from = b">"
-                return []
-            self._read_from = entries[-1][0]
-        return [e for e in entries if e[0] not in self.gaps.held and e[0] not in self._in_flight]
-
-    async def reclaim(self) -> list[tuple[bytes, dict[bytes, bytes] | None]]:
-        """Entries idle too long on another (dead) consumer, now ours."""
-        now = time.monotonic()
-        if now < self._next_claim:
-            return []
-        o = self.options
-        reply = await self.redis.xautoclaim(
-            self.stream,
-            o.group,
-            o.consumer,
-            o.claim_idle_ms,
-            self._claim_cursor,
-            count=o.batch_size,
-        )
-        self._claim_cursor, claimed = reply[0], reply[1]
-        deleted = reply[2] if len(reply) > 2 else []
-        if deleted:  # pending entries whose stream entry was deleted: nothing to apply
-            await self.settler.forget(deleted)
-        claimed = [c for c in claimed if c[0] not in self.gaps.held and c[0] not in self._in_flight]
-        if self._claim_cursor in (b"0-0", "0-0"):
-            self._next_claim = now + o.claim_idle_ms / 2000
-        if claimed:
-            metrics.RECLAIMED.labels(self.stream).inc(len(claimed))
-            log.info("reclaimed idle entries", extra={"stream": self.stream, "count": len(claimed)})
-        return claimed
-
-    async def touch_held(self) -> None:
-        """Keep held gaps ours: reset their idle time so no other consumer reclaims them."""
-        now = time.monotonic()
-        if not self.gaps.held or now < self._next_touch:
-            return
-        self._next_touch = now + self.options.claim_idle_ms / 3000
-        o = self.options
-        await self.redis.xclaim(
-            self.stream, o.group, o.consumer, 0, list(self.gaps.held), justid=True
-        )
-
-    async def update_lag(self) -> None:
-        """Refresh the lag and pending gauges from XINFO GROUPS (every few seconds)."""
-        now = time.monotonic()
-        if now < self._next_lag:
-            return
-        self._next_lag = now + 5
-        for group in await self.redis.xinfo_groups(self.stream):
-            if _text(group.get("name")) == self.options.group:
-                metrics.LAG.labels(self.stream).set(group.get("lag") or 0)
-                metrics.PENDING.labels(self.stream).set(group.get("pending") or 0)
 
     # ---- one batch ---------------------------------------------------------------------
 
@@ -203,7 +104,7 @@ class StreamConsumer:
             error = dead[entry_id]
             metrics.DEAD_LETTERS.labels(s, "gap" if error.startswith("gap:") else "invalid").inc()
             log.warning(
-                "dead-lettered", extra={"stream": s, "entry_id": _text(entry_id), "error": error}
+                "dead-lettered", extra={"stream": s, "entry_id": as_text(entry_id), "error": error}
             )
 
     async def process_singly(self, batch: Batch) -> None:
@@ -230,16 +131,14 @@ class StreamConsumer:
     async def run(self, stopping: asyncio.Event) -> None:
         """Read and apply batches until `stopping` is set; the batches in hand are always finished.
 
-        Normally two batches are in flight (see pipeline.Turn). After a failure, the batches it left
-        unapplied are applied one at a time (a refused one event by event), then the pipeline
-        starts again."""
+        Normally two batches are in flight (see pipeline.Turn). After a failure, the batches it
+        left unapplied are applied one at a time (a refused one event by event), then the
+        pipeline starts again."""
         backoff = 0.1
         backlog: deque[Batch] = deque()
         while not stopping.is_set() or backlog:
             try:
-                if not self._group_ready:
-                    await self.ensure_group()
-                    self._group_ready = True
+                await self.reader.ensure_group()
                 if backlog:
                     await self._apply_alone(backlog[0])
                     backlog.popleft()
@@ -250,7 +149,7 @@ class StreamConsumer:
                 if isinstance(exc, redis.exceptions.ResponseError) and "NOGROUP" in str(exc):
                     # The group vanished (a Redis restarted without persistence): create it again.
                     log.warning("consumer group missing, recreating", extra={"stream": self.stream})
-                    self._group_ready = False
+                    self.reader.group_lost()
                     continue
                 if not transient(exc):  # CLUSTERDOWN is a ResponseError, and transient
                     raise
@@ -278,7 +177,7 @@ class StreamConsumer:
                     continue
                 turn = Turn(flights[-1].turn if flights else None)
                 flights.append(Flight(batch, turn, asyncio.create_task(self._timed(batch, turn))))
-                self._in_flight |= batch.ids()
+                self.reader.dispatched(batch.ids())
                 if len(flights) == 2:
                     await self._land(flights)
             while flights:
@@ -286,7 +185,7 @@ class StreamConsumer:
         except BaseException as exc:
             outcomes = await asyncio.gather(*(f.task for f in flights), return_exceptions=True)
             backlog.extend(f.batch for f, o in zip(flights, outcomes, strict=True) if o is not None)
-            self._in_flight.clear()
+            self.reader.grounded()
             if refused(exc) and any(o is exc for o in outcomes):
                 return  # a batch failed on its content: _apply_alone tries it again, then singly
             raise
@@ -294,8 +193,8 @@ class StreamConsumer:
     async def _land(self, flights: deque[Flight]) -> None:
         """Wait for the oldest batch in flight; it leaves `flights` only once applied."""
         await flights[0].task
-        self._in_flight -= flights.popleft().batch.ids()
-        await self.update_lag()
+        self.reader.landed(flights.popleft().batch.ids())
+        await self.reader.update_lag()
 
     async def _timed(self, batch: Batch, turn: Turn | None = None) -> None:
         started = time.perf_counter()
@@ -311,13 +210,15 @@ class StreamConsumer:
                 raise
             log.warning("batch refused, applying one by one", extra={"error": repr(exc)})
             await self.process_singly(batch)
-        await self.update_lag()
+        await self.reader.update_lag()
 
     async def _next_batch(self, stopping: asyncio.Event) -> Batch | None:
         """Reclaimed or newly read entries (plus a retry of held gaps), or None when stopping."""
-        await self.touch_held()
+        await self.reader.touch(self.gaps.held)
         await self.progress.beat(self.pool)
-        entries = await self.reclaim()
+        entries, deleted = await self.reader.reclaim(self.gaps.held)
+        if deleted:  # pending entries whose stream entry was deleted: nothing to apply
+            await self.settler.forget(deleted)
         if not entries:
             entries = await self._read_unless_stopped(stopping)
         if entries is None:
@@ -332,8 +233,4 @@ class StreamConsumer:
         a restart, so a stop waits for it (at most ORDERVIEW_BLOCK_MS) and applies what it got."""
         if stopping.is_set():
             return None
-        return await self.read()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+        return await self.reader.read(self.gaps.held)

@@ -6,6 +6,7 @@ The live projector and a rebuild decode entries here, so they take the same deci
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from projections.events import Event, PoisonEvent, decode_event
 
@@ -33,3 +34,8 @@ def decode_entries(entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> Ba
         except PoisonEvent as exc:
             batch.poison[entry_id] = (raw if raw is not None else b"", str(exc))
     return batch
+
+
+def as_text(value: Any) -> str:
+    """An entry id, or a name in a Redis reply, as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)

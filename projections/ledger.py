@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from projections.entries import as_text
 from projections.tables import DEAD_LETTERS
 
 # Take the right to publish dead letters: new rows, our own (a retry), or stale leases.
@@ -68,9 +69,5 @@ async def mark_published(pool: asyncpg.Pool, stream: str, dlq_ids: dict[bytes, b
     """Record that these dead letters are in the dead-letter stream: {entry id: its dlq id}."""
     ids = sorted(dlq_ids)
     await pool.execute(
-        _MARK_PUBLISHED, stream, [i.decode() for i in ids], [_text(dlq_ids[i]) for i in ids]
+        _MARK_PUBLISHED, stream, [i.decode() for i in ids], [as_text(dlq_ids[i]) for i in ids]
     )
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
