@@ -8,6 +8,7 @@ publishing never leaves one unpublished, and one that did publish never publishe
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
@@ -29,6 +30,10 @@ RETURNING entry_id
 _PUBLISHED = f"""
 SELECT entry_id FROM {DEAD_LETTERS}
 WHERE stream = $1 AND entry_id = ANY($2::text[]) AND published_at IS NOT NULL
+"""
+_DEAD_LETTERED = f"""
+SELECT stream, entry_id FROM {DEAD_LETTERS}
+WHERE (stream, entry_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
 """
 _MARK_PUBLISHED = f"""
 UPDATE {DEAD_LETTERS} d SET published_at = now(), dlq_id = u.dlq_id
@@ -71,3 +76,13 @@ async def mark_published(pool: asyncpg.Pool, stream: str, dlq_ids: dict[bytes, b
     await pool.execute(
         _MARK_PUBLISHED, stream, [i.decode() for i in ids], [as_text(dlq_ids[i]) for i in ids]
     )
+
+
+async def dead_lettered(conn: asyncpg.Connection, keys: Iterable[tuple[Any, Any]]) -> set[tuple]:
+    """Of (stream, entry id) keys, those the ledger has (a live projector dead-lettered them).
+    Keys without a stream (a rebuild's file lines) are never in it."""
+    keys = [(s, as_text(i)) for s, i in keys if s]
+    if not keys:
+        return set()
+    rows = await conn.fetch(_DEAD_LETTERED, [s for s, _ in keys], [i for _, i in keys])
+    return {(r[0], r[1].encode()) for r in rows}

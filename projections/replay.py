@@ -3,7 +3,7 @@
 The same validation (entries.decode_entries), fold (fold.plan_batch), rendering and writer as the
 live projector, so the result is the same: duplicates by seq, unknown types advance seq, poison is
 skipped, a gap waits (across windows) for its predecessor. An entry the live projector
-dead-lettered (the ledger has it) is dead here too, at once, and no dead letter is written again:
+dead-lettered (ledger.dead_lettered) is dead here too, at once, and no dead letter is written again:
 poison and gaps in entries the live group has not settled yet are left to the live projector.
 """
 
@@ -18,17 +18,11 @@ import asyncpg
 from projections.entries import decode_entries
 from projections.events import Event
 from projections.fold import Plan, plan_batch
-from projections.pipeline import overlay
-from projections.tables import DEAD_LETTERS
+from projections.ledger import dead_lettered
 from projections.writer import Rows, copy_plan, load_states, render_plan, write_plan
 
 # An entry's key: (stream, entry id) for a stream entry, (None, line number) for a file line.
 Key = tuple[str | None, Any]
-
-_DEAD = f"""
-SELECT stream, entry_id FROM {DEAD_LETTERS}
-WHERE (stream, entry_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-"""
 
 
 @dataclass
@@ -71,14 +65,11 @@ class Replay:
         self.counts["poison"] += len(batch.poison)
         candidates: dict[Key, Event] = {(stream, k): e for k, e in batch.events.items()}
         candidates.update(self.held)
-        for key in await self._dead(candidates):
+        for key in await dead_lettered(self.conn, candidates):
             candidates.pop(key)
             self.held.pop(key, None)
             self.counts["dead"] += 1
-        orders, participants = await load_states(self.conn, candidates.values(), self.schema)
-        if base is not None:
-            orders = overlay(orders, base.orders)
-            participants = overlay(participants, base.participants)
+        orders, participants = await load_states(self.conn, candidates.values(), self.schema, base)
         plan = plan_batch(list(candidates.items()), orders, participants)
         self.held = {key: candidates[key] for key in plan.held}
         self.counts["applied"] += len(plan.applied)
@@ -92,11 +83,3 @@ class Replay:
             await copy_plan(conn, folded.plan, folded.rows, folded.stored, self.schema)
         else:
             await write_plan(conn, folded.plan, folded.rows, self.schema)
-
-    async def _dead(self, candidates: dict[Key, Event]) -> set[Key]:
-        """The candidates the dead-letter ledger has (stream entries only)."""
-        keys = [(s, i.decode() if isinstance(i, bytes) else i) for s, i in candidates if s]
-        if not keys:
-            return set()
-        rows = await self.conn.fetch(_DEAD, [s for s, _ in keys], [i for _, i in keys])
-        return {(r[0], r[1].encode()) for r in rows}

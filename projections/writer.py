@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection
 from decimal import Decimal
 from typing import Any
 
@@ -196,9 +196,13 @@ RETRYABLE = (
 
 
 async def load_states(
-    conn: asyncpg.Connection, events: Sequence[Event], schema: str = READ_SCHEMA
+    conn: asyncpg.Connection,
+    events: Collection[Event],
+    schema: str = READ_SCHEMA,
+    base: Plan | None = None,
 ) -> tuple[dict[tuple[str, int], OrderState], dict[tuple[str, int], ParticipantState]]:
-    """The stored states of every aggregate the events touch."""
+    """The stored states of every aggregate the events touch, overlaid with those of `base`:
+    the plan of a batch being written meanwhile (see pipeline.overlay)."""
     sql = statements(schema)
     order_keys = {(e.tenant, e.aggregate_id) for e in events if e.kind == "order"}
     part_keys = {(e.tenant, e.aggregate_id) for e in events if e.kind == "participant"}
@@ -211,6 +215,9 @@ async def load_states(
     if part_keys:
         for row in await conn.fetch(sql.load_participants, *_columns(part_keys, 2)):
             participants[(row[0], row[1])] = ParticipantState(*row)
+    if base is not None:
+        orders = overlay(orders, base.orders)
+        participants = overlay(participants, base.participants)
     return orders, participants
 
 
@@ -330,10 +337,7 @@ async def apply_batch(
                 # only then, this batch never waits behind a swap that waits for this batch.
                 base = await this.base()
                 await conn.execute(_HOLD_READ_MODEL, READ_MODEL_LOCK)
-                orders, participants = await load_states(conn, [e for _, e in events])
-                if base is not None:
-                    orders = overlay(orders, base.orders)
-                    participants = overlay(participants, base.participants)
+                orders, participants = await load_states(conn, [e for _, e in events], base=base)
                 plan = plan_batch(events, orders, participants)
                 this.planned.set_result(plan)
                 rows = render_plan(plan)
