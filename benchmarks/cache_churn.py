@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import random
 import secrets
 import sys
@@ -32,6 +30,7 @@ import redis.asyncio as redis
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import machine, options, run_main  # noqa: E402
 from orderview.settings import load_settings  # noqa: E402
 from projections.invalidation import CHANNEL  # noqa: E402
 from projections.migrate import migrate  # noqa: E402
@@ -54,7 +53,7 @@ async def record(args: argparse.Namespace, url: str) -> tuple[list[tuple[float, 
     client = redis.from_url(args.redis_url)
     stopping = asyncio.Event()
     projector = asyncio.create_task(run_projector(settings, stopping))
-    events = Workload(seed=42).events(args.rate * args.seconds)
+    events = Workload(args.seed).events(args.rate * args.seconds)
     published = []
     start = time.monotonic()
     try:
@@ -122,8 +121,7 @@ def report(received: list[tuple[float, dict]], args: argparse.Namespace) -> None
 
 
 async def main(args: argparse.Namespace) -> None:
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}, load {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(f"machine: {machine()}")
     name = f"orderview_churn_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(args.database_url)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -141,9 +139,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = options("benchmarks.cache_churn", __doc__)
     parser.add_argument("--rate", type=int, default=1000, help="events/s (default 1000)")
     parser.add_argument("--seconds", type=int, default=20)
-    parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    asyncio.run(main(parser.parse_args()))
+    run_main(main, parser, uvloop=False)  # asyncio's loop, as its numbers were measured

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import secrets
 import signal
 import statistics
@@ -45,6 +44,7 @@ from tqdm import tqdm
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import describe_machine, options, run_main, say  # noqa: E402
 from projections import writer  # noqa: E402
 from projections.events import decode_event  # noqa: E402
 from projections.fold import plan_batch  # noqa: E402
@@ -75,28 +75,6 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
-def machine(pg_version: str, redis_version: str) -> str:
-    """CPU model, cores, RAM, kernel, Python, PostgreSQL and Redis versions, load."""
-    cpu = "unknown CPU"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        mem_kb = int(f.readline().split()[1])
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {mem_kb / 2**20:.1f} GiB RAM, Linux {platform.release()}, "
-        f"Python {platform.python_version()}, PostgreSQL {pg_version}, Redis {redis_version}, "
-        f"load {load}"
-    )
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -552,9 +530,7 @@ async def measure_rss(bench: Bench, stream: str, group: str, total: int, seed: i
 async def run(args: argparse.Namespace) -> None:
     async with bench_environment(args) as bench:
         bench.batch_size = args.batch_size
-        pg_version = await bench.pool.fetchval("SHOW server_version")
-        redis_version = (await bench.redis.info("server"))["redis_version"]
-        say(f"machine: {machine(pg_version, redis_version)}")
+        say(f"machine: {await describe_machine(bench.pool, bench.redis)}")
         say(
             f"workload: {args.events:,} events, seed {args.seed}, batch {args.batch_size}, "
             f"projector = `{sys.executable} -m orderview.cli projector` (one replica, subprocess)"
@@ -658,29 +634,16 @@ def _spread(values: list[float], unit: str) -> str:
     return text
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="benchmarks.projector", description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    p = options("benchmarks.projector", __doc__)
     p.add_argument("--events", type=int, default=200_000, help="backlog size (default 200000)")
     p.add_argument("--rounds", type=int, default=1, help="ceiling/projector pairs (default 1)")
     p.add_argument("--batch-size", type=int, default=1000, help="COUNT and batch (default 1000)")
-    p.add_argument("--seed", type=int, default=42)
     p.add_argument("--rate", type=int, default=1000, help="freshness publish rate, events/s")
     p.add_argument("--freshness-seconds", type=float, default=20, help="0 skips freshness")
     p.add_argument("--poll-ms", type=float, default=2, help="sleep between visibility polls")
     p.add_argument("--rss-events", type=int, default=1_000_000, help="0 skips the RSS run")
-    p.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/test")
-    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(run(args))
-    else:
-        uvloop.run(run(args))
+    run_main(run, p, argv)
 
 
 if __name__ == "__main__":

@@ -24,14 +24,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import describe_machine, options, run_main, say  # noqa: E402
 from benchmarks.projector import (  # noqa: E402
     Bench,
     bench_environment,
-    machine,
     measure_ceiling,
     publish,
     reset_read_model,
-    say,
 )
 from projections.tables import ORDERS  # noqa: E402
 from services.histories import Workload  # noqa: E402
@@ -105,9 +104,7 @@ async def one_size(bench: Bench, size: int, seed: int) -> dict:
 async def run(args: argparse.Namespace) -> None:
     async with bench_environment(args) as bench:
         bench.batch_size = 1000
-        pg_version = await bench.pool.fetchval("SHOW server_version")
-        redis_version = (await bench.redis.info("server"))["redis_version"]
-        say(f"machine: {machine(pg_version, redis_version)}")
+        say(f"machine: {await describe_machine(bench.pool, bench.redis)}")
         say(
             f"workload: services.histories.Workload seed {args.seed}; rebuild = `orderview rebuild --yes`"
         )
@@ -122,23 +119,16 @@ async def run(args: argparse.Namespace) -> None:
             )
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="benchmarks.rebuild", description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    p = options("benchmarks.rebuild", __doc__)
     p.add_argument(
         "--sizes",
         type=lambda text: [int(x) for x in text.split(",")],
         default=[200_000, 1_000_000],
         help="history sizes, comma-separated (default 200000,1000000)",
     )
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/test")
-    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    asyncio.run(run(args))
+    # asyncio's loop, as the README's rebuild numbers (and their ceilings) were measured.
+    run_main(run, p, argv, uvloop=False)
 
 
 if __name__ == "__main__":

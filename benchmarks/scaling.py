@@ -22,17 +22,16 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import describe_machine, options, run_main, say  # noqa: E402
 from benchmarks.projector import (  # noqa: E402
     Bench,
     Progress,
     ProjectorProcess,
     bench_environment,
     group_state,
-    machine,
     measure_orders_upsert,
     publish,
     reset_read_model,
-    say,
 )
 from projections.tables import ORDERS, PARTICIPANTS  # noqa: E402
 from services.histories import Workload, shard  # noqa: E402
@@ -111,9 +110,7 @@ async def measure_processes(
 async def run(args: argparse.Namespace) -> None:
     async with bench_environment(args) as bench:
         bench.batch_size = args.batch_size
-        pg = await bench.pool.fetchval("SHOW server_version")
-        rd = (await bench.redis.info("server"))["redis_version"]
-        say(f"machine: {machine(pg, rd)}")
+        say(f"machine: {await describe_machine(bench.pool, bench.redis)}")
         say(f"workload: {args.events:,} events, seed {args.seed}, {args.shards} shards, "
             f"batch {args.batch_size}, processes {args.processes}")  # fmt: skip
         say("note: every process competes with PostgreSQL (and Redis) for the same cores; on a "
@@ -148,28 +145,18 @@ def report(args: argparse.Namespace, upsert: float, results: dict) -> None:
             f"({speed * wal / 2**20:,.1f} MiB/s)")  # fmt: skip
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="benchmarks.scaling", description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    p = options("benchmarks.scaling", __doc__)
     p.add_argument("--events", type=int, default=100_000, help="backlog size (default 100000)")
-    p.add_argument("--processes", default="1,2,4", help="process counts (default 1,2,4)")
+    p.add_argument(
+        "--processes",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[1, 2, 4],
+        help="process counts (default 1,2,4)",
+    )
     p.add_argument("--shards", type=int, default=8, help="stream shards (default 8)")
     p.add_argument("--batch-size", type=int, default=1000, help="COUNT and batch (default 1000)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/test")
-    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    args = p.parse_args(argv)
-    args.processes = [int(n) for n in args.processes.split(",")]
-    return args
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(run(args))
-    else:
-        uvloop.run(run(args))
+    run_main(run, p, argv)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,25 @@ def _run(coro) -> object:
     return asyncio.run(coro)
 
 
+def operator_run(unreachable: str) -> Callable:
+    """`_run` for an operator command: PostgreSQL or Redis not answering, or a schema that
+    `orderview migrate` has not brought up to date, is one line on stderr (the first starts with
+    `unreachable`) and exit code 2, raised as SystemExit past the command's own handlers."""
+    from orderview.db import NOT_MIGRATED, UNREACHABLE
+
+    def run(coro) -> object:
+        try:
+            return _run(coro)
+        except UNREACHABLE as exc:
+            message = f"{unreachable}: {type(exc).__name__}: {exc}"
+        except NOT_MIGRATED as exc:
+            message = f"the database is not migrated ({exc}): run orderview migrate"
+        print(f"orderview: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+    return run
+
+
 # ---- sub-commands ------------------------------------------------------------------------------
 
 
@@ -115,14 +134,14 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     """Streams, consumers, dead letters and the read model at a glance."""
     from services.status import status_command
 
-    return status_command(settings, args, _run)
+    return status_command(settings, args, operator_run("status unavailable"))
 
 
 def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     """List, show, replay or drop dead letters."""
     from services.dlq import dlq_command
 
-    return dlq_command(settings, args, _run)
+    return dlq_command(settings, args, operator_run(f"dlq {args.action} failed"))
 
 
 # ---- parser ------------------------------------------------------------------------------------

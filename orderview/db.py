@@ -15,6 +15,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orderview.db")
 
+# PostgreSQL or Redis not answering: the operator commands say so in one line (exit 2).
+UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+)
+
+# The schema predates this release (`orderview migrate` not run): said in one line, exit 2.
+NOT_MIGRATED = (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError)
+
 
 async def create_pool(
     dsn: str, *, name: str, min_size: int = 1, max_size: int = 10, read_only: bool = False

@@ -23,22 +23,6 @@ ENTRY_ID = re.compile(r"\A\d{1,20}-\d{1,20}\Z")
 CHUNK = 500
 
 
-# PostgreSQL or Redis not answering: the operator commands say so in one line (exit 2).
-UNREACHABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    redis.ConnectionError,
-    redis.TimeoutError,
-)
-
-
-# The schema predates this release (`orderview migrate` not run): said in one line, exit 2.
-NOT_MIGRATED = (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError)
-
-
 class BadInput(Exception):
     """Input an operator command refuses; its message is one line (exit code 2)."""
 

@@ -10,14 +10,17 @@ its own, so nothing waits behind it).
 
 from __future__ import annotations
 
-from services.histories import MIX, UNKNOWN_TYPE, Workload, poison_entries, redeliver
+import random
+
+from services.histories import MIX, UNKNOWN_TYPE, History, Workload, with_faults
 
 TENANTS = ("acme", "globex")
 ORDERS_PER_TENANT = 2000
 SEED = 20240120
 PACE = 600  # 10 ms to 2 s between events, stretched to 6 s to 20 min: about half a year
 TAIL = 4000  # events after the last order is created, so the newest orders move on too
-REDELIVERED = 5
+REDELIVERED = 0.0002  # about 6 of the 28 000 events delivered twice
+POISON = 10
 
 
 def demo_history(seed: int = SEED, tenants: tuple[str, ...] = TENANTS) -> list[bytes]:
@@ -31,12 +34,5 @@ def demo_history(seed: int = SEED, tenants: tuple[str, ...] = TENANTS) -> list[b
         numbered=0.3,
         orders_per_tenant=ORDERS_PER_TENANT,
     )
-    lines = []
-    while not workload.full:
-        lines.append(workload.next().line)
-    lines.extend(e.line for e in workload.events(TAIL))
-    lines.extend(e.line for e in workload.settle())
-    lines = redeliver(lines, REDELIVERED)
-    for tenant in tenants:
-        lines.extend(poison_entries(tenant))
-    return lines
+    history = with_faults(History.of(workload, TAIL), seed, duplicates=REDELIVERED, poison=POISON)
+    return [line.encode() for line in history.lines(random.Random(seed))]

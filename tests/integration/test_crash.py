@@ -12,7 +12,7 @@ import redis.exceptions
 
 from orderview.settings import load_settings
 from projections.tables import DEAD_LETTERS
-from services.histories import generate, with_faults
+from services.histories import varied, with_faults
 from tests.chaos import Replicas
 from tests.model import differences, expected_state, table_state
 from tests.support import dead_letters, outstanding, publish_lines, wait_until_caught_up
@@ -44,7 +44,8 @@ async def crash_run(
         "ORDERVIEW_LOG_LEVEL": "WARNING",
     }
     settings = load_settings(env)
-    history = with_faults(generate(seed, tenants=3, orders=orders, participants=40, renames=3), seed, duplicates=0.1, swaps=0.05, poison=24)  # fmt: skip
+    valid = varied(seed, tenants=3, orders=orders)
+    history = with_faults(valid, seed, duplicates=0.1, swaps=0.05, poison=24)
     await publish_lines(redis_client, settings, history.lines(random.Random(seed)))
 
     rng = random.Random(seed)
@@ -123,7 +124,7 @@ async def test_sigterm_finishes_the_batch_in_hand_and_leaves_nothing_pending_for
 ):
     env = {**env, "ORDERVIEW_BATCH_SIZE": "200", "ORDERVIEW_LOG_LEVEL": "WARNING"}
     settings = load_settings(env)
-    history = generate(21, tenants=2, orders=1500, participants=30)
+    history = varied(21, orders=1500)
     await publish_lines(redis_client, settings, history.lines())
     group = Replicas({**os.environ, **env}, 1)
     await asyncio.sleep(1.0)

@@ -15,7 +15,7 @@ from projections.events import decode_event
 from projections.pipeline import Superseded, Turn
 from projections.tables import ORDERS
 from projections.writer import apply_batch
-from services.histories import POISON_LINES, generate
+from services.histories import poison_entries, varied
 from services.projector import run_projector
 from tests.model import differences, expected_state, table_state
 from tests.support import dead_letters, outstanding, project, publish_lines
@@ -144,8 +144,8 @@ async def test_a_restarted_consumer_applies_its_own_pending_entries_once_in_smal
     """A pending list longer than a batch is read after the last entry read, not from the start
     again while earlier batches are still in flight (which applied and dead-lettered twice)."""
     settings = load_settings({**env, "ORDERVIEW_BATCH_SIZE": "7"})
-    history = generate(5, tenants=2, orders=20, participants=5)
-    lines = [*history.lines(), *POISON_LINES[:6]]
+    history = varied(5, orders=20)
+    lines = [*history.lines(), *poison_entries("tenant-0")[:6]]
     stream = settings.streams[0]
     await publish_lines(redis_client, settings, lines)
     await redis_client.xgroup_create(stream, settings.consumer_group, id="0")

@@ -10,7 +10,7 @@ import pytest
 
 from orderview.settings import load_settings
 from projections.tables import ORDERS
-from services.histories import POISON_LINES, generate, with_faults
+from services.histories import poison_entries, varied, with_faults
 from tests.model import differences, expected_state, table_state
 from tests.support import (
     ORDERVIEW,
@@ -38,14 +38,13 @@ def ev(
 
 
 CREATED = {"type": "sale", "currency": "EUR", "participant_id": 7, "items": [{"id": 1, "name": "x", "quantity": 2, "unit_price": "10.00", "tax_rate": "0.1"}]}  # fmt: skip
+POISON = poison_entries("acme")  # one entry of each kind the projector dead-letters
 
 
 async def test_a_random_history_with_duplicates_and_reorderings_matches_the_independent_model(
     settings, pool, redis_client
 ):
-    history = with_faults(
-        generate(11, tenants=3, orders=60, participants=10), 5, duplicates=0.2, swaps=0.1
-    )
+    history = with_faults(varied(11, tenants=3, orders=60), 5, duplicates=0.2, swaps=0.1)
     await project(redis_client, settings, history.lines())
     assert differences(expected_state(history.events), await table_state(pool)) == []
 
@@ -90,13 +89,13 @@ async def test_every_poison_case_lands_in_the_dlq_with_a_readable_error_and_good
     settings, pool, redis_client
 ):
     good = [ev("order.created", 1, 1, CREATED), ev("order.confirmed", 1, 2)]
-    lines = [good[0], *POISON_LINES, good[1]]
+    lines = [good[0], *POISON, good[1]]
     await publish_lines(redis_client, settings, lines)
     await redis_client.xadd(settings.streams[0], {"other": "no event field"})
     async with projector(settings):
         await wait_until_caught_up(redis_client, settings)
     dlq = await dead_letters(redis_client, settings.streams[0])
-    assert sorted(d["event"] for d in dlq) == sorted([*POISON_LINES, ""])
+    assert sorted(d["event"] for d in dlq) == sorted([*POISON, ""])
     for entry in dlq:
         assert (
             len(entry["error"]) > 10
@@ -246,7 +245,7 @@ async def test_sharded_streams_are_all_read_and_each_aggregate_stays_on_its_shar
 ):
     streams = ",".join(f"{env['ORDERVIEW_STREAMS']}:{i}" for i in range(4))
     settings = load_settings({**env, "ORDERVIEW_STREAMS": streams})
-    history = generate(3, tenants=2, orders=40, participants=6)
+    history = varied(3, orders=40)
     await project(redis_client, settings, history.lines())
     lengths = [await redis_client.xlen(s) for s in settings.streams]
     assert all(n > 0 for n in lengths) and sum(lengths) == len(history.events)
@@ -347,7 +346,7 @@ async def test_entries_left_pending_by_a_dead_consumer_are_reclaimed_and_applied
 ):
     settings = load_settings({**env, "ORDERVIEW_CLAIM_IDLE_MS": "300"})
     stream = settings.streams[0]
-    lines = [ev("order.created", 1, 1, CREATED), ev("order.confirmed", 1, 2), POISON_LINES[0]]
+    lines = [ev("order.created", 1, 1, CREATED), ev("order.confirmed", 1, 2), POISON[0]]
     await publish_lines(redis_client, settings, lines)
     await redis_client.xgroup_create(stream, settings.consumer_group, id="0", mkstream=True)
     # A consumer that read the entries and died before acknowledging them.
@@ -358,7 +357,7 @@ async def test_entries_left_pending_by_a_dead_consumer_are_reclaimed_and_applied
     async with projector(settings):
         await wait_until_caught_up(redis_client, settings)
     assert (await pool.fetchval(f"SELECT status FROM {ORDERS} WHERE id = 1")) == "confirmed"
-    assert [d["event"] for d in await dead_letters(redis_client, stream)] == [POISON_LINES[0]]
+    assert [d["event"] for d in await dead_letters(redis_client, stream)] == [POISON[0]]
     consumers = {
         c["name"]: c["pending"]
         for c in await redis_client.xinfo_consumers(stream, settings.consumer_group)
@@ -379,7 +378,7 @@ async def test_the_projector_serves_its_counters_on_the_metrics_port(env, pool, 
         ev("order.created", 1, 1, CREATED),
         ev("order.created", 1, 1, CREATED),
         ev("order.custom", 1, 2),
-        POISON_LINES[0],
+        POISON[0],
     ]
     await publish_lines(redis_client, settings, lines)
     async with projector(settings):

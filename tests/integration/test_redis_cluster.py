@@ -26,7 +26,7 @@ from projections.events import stream_for
 from projections.failures import REDIS_UNAVAILABLE
 from projections.tables import ORDERS, PARTICIPANTS
 from services.api.keys import create_key, set_feature
-from services.histories import generate, with_faults
+from services.histories import varied, with_faults
 from tests.chaos import ApiProcess, Replicas, Traffic
 from tests.cluster import wait_for
 from tests.conftest import create_database, drop_database
@@ -81,7 +81,7 @@ async def test_publish_routes_every_event_to_its_shard_and_the_shards_spread_ove
     subprocess_env, redis_cluster, cluster_client, tmp_path
 ):
     env = on_cluster(subprocess_env, redis_cluster, "publish")
-    history = generate(3, tenants=2, orders=300, participants=20)
+    history = varied(3, orders=300)
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join(history.lines()) + "\n")
     done = run_orderview(env, "publish", str(path))
@@ -157,7 +157,7 @@ async def under_fault(env, pool, cluster, client, *, tag: str, seed: int, fault:
            "ORDERVIEW_CLAIM_IDLE_MS": "3000", "ORDERVIEW_GAP_TIMEOUT": "600",
            "ORDERVIEW_LOG_LEVEL": "WARNING", "ORDERVIEW_KEY_CACHE_SECONDS": "1"}  # fmt: skip
     settings = load_settings(env)
-    base = generate(seed, tenants=2, orders=1500, participants=30, renames=3)
+    base = varied(seed, orders=1500)
     history = with_faults(base, seed, duplicates=0.05, swaps=0.05, poison=12)
     async with pool.acquire() as db, db.transaction():
         _, key = await create_key(db, TENANT, ["orders:read", "service_orders"])
@@ -354,7 +354,7 @@ async def test_rebuild_and_dlq_replay_work_on_every_shard_of_a_cluster(
     settings = load_settings(env)
     try:
         assert (await asyncio.to_thread(run_orderview, env, "migrate")).returncode == 0
-        history = generate(11, tenants=2, orders=120, participants=10, renames=2)
+        history = varied(11, orders=120)
         lines = with_faults(history, 11, duplicates=0.1, swaps=0.0, poison=5).lines(
             random.Random(11)
         )

@@ -137,6 +137,18 @@ def test_an_unmigrated_database_is_one_line_asking_for_migrate_exit_2(
     assert "not migrated" in done.stderr and "orderview migrate" in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "start"),
+    [(("status",), "status unavailable"), (("dlq", "list"), "dlq list failed")],
+    ids=["status", "dlq"],
+)
+def test_an_unreachable_database_is_one_line_exit_2(subprocess_env, args, start):
+    env = {**subprocess_env, "ORDERVIEW_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"}
+    done = run_orderview(env, *args)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"orderview: {start}: ConnectionRefusedError")
+
+
 def test_a_read_model_built_by_another_release_says_a_rebuild_is_due(
     servers, subprocess_env, stream_prefix
 ):

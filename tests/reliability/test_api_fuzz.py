@@ -30,7 +30,7 @@ from schemathesis.checks import (
 
 from orderview.settings import load_settings
 from services.api.keys import create_key, set_feature
-from services.histories import generate
+from services.histories import varied
 from tests.chaos import LONG, ApiProcess, scale
 from tests.conftest import RUN_ID
 from tests.support import project
@@ -60,9 +60,7 @@ def fuzzed(database_url, redis_url) -> Iterator[Fuzzed]:
            "ORDERVIEW_METRICS_PORT": "0", "ORDERVIEW_LOG_LEVEL": "ERROR"}  # fmt: skip
 
     async def load() -> str:
-        events = generate(13, tenants=1, orders=60, participants=10).events
-        for e in events:
-            e["tenant"] = "fuzz"
+        events = varied(13, tenants=("fuzz",), orders=60).events
         client = redis.from_url(redis_url)
         conn = await asyncpg.connect(database_url)
         try:

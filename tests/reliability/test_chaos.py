@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as redis
 
 from orderview.settings import load_settings
-from services.histories import generate, with_faults
+from services.histories import varied, with_faults
 from tests.chaos import LONG, Replicas, scale
 from tests.model import differences, expected_state, table_state
 from tests.support import dead_letters, outstanding, publish_lines, wait_until_caught_up
@@ -79,7 +79,7 @@ async def test_projectors_killed_at_random_while_events_arrive_leave_the_tables_
         "ORDERVIEW_LOG_LEVEL": "WARNING",
     }
     settings = load_settings(env)
-    valid = generate(seed, tenants=scale(3, 5), orders=scale(800, 2000), participants=scale(40, 100), renames=3)  # fmt: skip
+    valid = varied(seed, tenants=scale(3, 5), orders=scale(800, 2000))
     history = with_faults(valid, seed, duplicates=0.1, swaps=0.05, poison=scale(36, 240))
     lines = history.lines(random.Random(seed))
     renames = sum(e["type"] == "participant.upserted" and e["seq"] > 1 for e in valid.events)

@@ -28,7 +28,7 @@ import httpx
 
 from orderview.settings import load_settings
 from services.api.keys import create_key
-from services.histories import generate
+from services.histories import varied
 from tests.chaos import LONG, ApiProcess, Replicas, scale
 from tests.model import differences, expected_state, table_state
 from tests.reliability.test_chaos import in_hand, publish_paced
@@ -85,7 +85,7 @@ class Balancer:
 async def test_sigterm_to_an_api_process_under_load_fails_no_request(
     env, subprocess_env, pool, redis_client, settings
 ):
-    history = generate(9, tenants=1, orders=300, participants=20)
+    history = varied(9, tenants=1, orders=300)
     await project(redis_client, settings, [json.dumps(e) for e in history.events])
     async with pool.acquire() as conn:
         _, key = await create_key(conn, "tenant-0", ["orders:read"])
@@ -144,7 +144,7 @@ async def test_sigterm_to_projectors_mid_batch_commits_and_acks_on_every_shard(
         "ORDERVIEW_LOG_LEVEL": "INFO",
     }
     settings = load_settings(env)
-    history = generate(23, tenants=2, orders=scale(3000, 6000), participants=30, renames=2)
+    history = varied(23, orders=scale(3000, 6000))
     rng = random.Random(23)
     # One replica: with two, an entry may be held as a gap (its predecessor in the other's batch),
     # and a held gap stays pending by design until it can be applied.

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from orderview.settings import load_settings
 from projections.settle import dlq_key
 from projections.tables import ORDERS, PARTICIPANTS
-from services.histories import generate
+from services.histories import varied
 from services.publish import route
 from tests.chaos import LONG, Replicas, scale
 from tests.model import differences, expected_state, table_state
@@ -161,7 +161,7 @@ async def test_a_flood_of_bad_entries_is_dead_lettered_with_reasons_and_slows_no
     prefix = env["ORDERVIEW_STREAMS"]
     env = {**env, "ORDERVIEW_GAP_TIMEOUT": str(GAP_TIMEOUT), "ORDERVIEW_LOG_LEVEL": "ERROR",
            "ORDERVIEW_BATCH_SIZE": "500"}  # fmt: skip
-    history = generate(11, tenants=2, orders=scale(500, 2000), participants=50, renames=2)
+    history = varied(11, orders=scale(500, 2000))
     good = [json.dumps(e) for e in history.events]
     bad = bad_entries(len(good) // 10)
     clean_env = {**env, "ORDERVIEW_STREAMS": f"{prefix}:clean:0,{prefix}:clean:1"}

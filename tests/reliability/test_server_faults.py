@@ -31,7 +31,7 @@ from projections.migrate import migrate
 from projections.tables import ORDERS
 from services.api.keys import create_key, set_feature
 from services.embedded import EmbeddedError, EmbeddedStack
-from services.histories import generate
+from services.histories import varied
 from tests.chaos import LONG, ApiProcess, PrivateRedis, Replicas, Traffic, scale
 from tests.model import differences, expected_state, table_state
 from tests.reliability.test_chaos import publish_paced
@@ -96,7 +96,7 @@ async def test_projector_and_api_recover_from_redis_restarts_killed_connections_
            "ORDERVIEW_LOG_LEVEL": "ERROR", "ORDERVIEW_KEY_CACHE_SECONDS": "1"}  # fmt: skip
     settings = load_settings(env)
     rounds = scale(1, 3)
-    history = generate(5, tenants=1, orders=scale(300, 600), participants=20, renames=2)
+    history = varied(5, tenants=1, orders=scale(300, 600))
     size = -(-len(history.events) // (4 * rounds))
     chunks = [history.events[i : i + size] for i in range(0, len(history.events), size)]
     db = await asyncpg.connect(pg_url)
@@ -289,7 +289,7 @@ async def test_a_projector_working_while_postgresql_shuts_down_keeps_running_and
            "ORDERVIEW_STREAMS": f"{stream_prefix}:0,{stream_prefix}:1,{stream_prefix}:2",
            "ORDERVIEW_LOG_LEVEL": "WARNING", "ORDERVIEW_BATCH_SIZE": "20"}  # fmt: skip
     settings = load_settings(env)
-    history = generate(17, tenants=2, orders=scale(600, 2000), participants=20)
+    history = varied(17, orders=scale(600, 2000))
     client = redis.from_url(rd.url)
     projector = Replicas(env, 1)
     try:

@@ -32,7 +32,7 @@ import redis.asyncio as redis
 from orderview.settings import load_settings
 from projections.tables import ORDERS
 from services.api.keys import create_key, revoke_key, set_feature
-from services.histories import generate
+from services.histories import History, Workload
 from tests.chaos import ApiProcess
 from tests.conftest import RUN_ID
 from tests.support import project
@@ -79,10 +79,10 @@ PARAMETERS = {
 
 
 def _tenant_events(tenant: str, seed: int, offset: int) -> list[dict]:
-    """A generated history moved to `tenant`, its order and participant ids shifted by `offset`."""
-    events = generate(seed, tenants=1, orders=40, participants=8, renames=1).events
+    """A realistic history of `tenant`, its order and participant ids shifted by `offset`."""
+    events = History.of(Workload(seed, tenants=(tenant,), orders_per_tenant=40)).events
     for e in events:
-        e["tenant"], e["aggregate_id"] = tenant, e["aggregate_id"] + offset
+        e["aggregate_id"] += offset
         e["id"] = f"{tenant}-{e['id']}"
         if isinstance(e["data"].get("participant_id"), int):
             e["data"]["participant_id"] += offset

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from projections.events import Item, decode_event
 from projections.fold import line_amounts, order_amounts, plan_batch
-from services.histories import generate, with_faults
+from services.histories import varied, with_faults
 from tests.model import expected_state
 
 WORKED_EXAMPLE = [
@@ -164,7 +164,7 @@ def _comparable(orders: dict) -> dict:
 def test_duplicates_and_per_aggregate_reorderings_give_the_clean_state(
     seed, fault_seed, batch_size, duplicates, swaps
 ):
-    clean = generate(seed, tenants=2, orders=8, participants=4)
+    clean = varied(seed, orders=8)
     noisy = with_faults(clean, fault_seed, duplicates=duplicates, swaps=swaps)
     clean_orders, clean_parts, clean_held = fold_in_batches(
         events_of([json.dumps(e) for e in clean.events]), 10_000
@@ -182,7 +182,7 @@ def test_duplicates_and_per_aggregate_reorderings_give_the_clean_state(
 def test_any_interleaving_that_keeps_each_aggregates_order_gives_the_same_state(
     seed, interleave_seed
 ):
-    events = generate(seed, tenants=2, orders=6, participants=3).events
+    events = varied(seed, orders=6).events
     rng = random.Random(interleave_seed)
     by_aggregate: dict = {}
     for e in events:
@@ -202,7 +202,7 @@ def test_any_interleaving_that_keeps_each_aggregates_order_gives_the_same_state(
 
 
 def test_the_fold_agrees_with_the_independent_model():
-    history = generate(7, tenants=2, orders=40, participants=8)
+    history = varied(7, orders=40)
     orders, _, _ = fold_in_batches(events_of([json.dumps(e) for e in history.events]), 25)
     model_orders, _ = expected_state(history.events)
     assert set(orders) == set(model_orders)
