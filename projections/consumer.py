@@ -85,13 +85,16 @@ class StreamConsumer:
             plan, dead, leased = await apply_batch(
                 self.pool, list(candidates.items()), spec, turn=turn
             )
+            # Counted once committed, before the acknowledgement: a caller that sees the entries
+            # acknowledged sees them counted.
+            self._count(plan, dead, leased[0])
             await self.settler.settle(plan, dead, leased, raws)
         finally:
             self.gaps.release(retried)
         self.progress.applied([candidates[e].at for e in plan.applied])
         still_held = [e for e in plan.held if e not in dead]
         self.gaps.update(retried, {e: Held(candidates[e], raws[e], now) for e in still_held})
-        self._count(plan, dead, leased[0])
+        metrics.GAPS_HELD.labels(self.stream).set(len(self.gaps.held))
         return plan
 
     def _count(self, plan: Plan, dead: dict[bytes, str], publish: set[bytes]) -> None:
@@ -99,7 +102,6 @@ class StreamConsumer:
         metrics.EVENTS_APPLIED.labels(s).inc(len(plan.applied))
         metrics.DUPLICATES.labels(s).inc(len(plan.duplicates))
         metrics.UNKNOWN_TYPES.labels(s).inc(plan.unknown_types)
-        metrics.GAPS_HELD.labels(s).set(len(self.gaps.held))
         for entry_id in publish:
             error = dead[entry_id]
             metrics.DEAD_LETTERS.labels(s, "gap" if error.startswith("gap:") else "invalid").inc()
