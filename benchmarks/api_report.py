@@ -20,7 +20,7 @@ def _spread(values: list[float], fmt: str) -> str:
 
 def _ratios(runs: dict, kind: str, other: str, scenario: str) -> list[float]:
     """req/s of `kind` over `other`, round by round."""
-    mine, theirs = runs[kind].get(scenario, []), runs.get(other, {}).get(scenario, [])
+    mine, theirs = runs.get(kind, {}).get(scenario, []), runs.get(other, {}).get(scenario, [])
     return [a["rps"] / b["rps"] for a, b in zip(mine, theirs, strict=False) if a and b]
 
 
