@@ -1,7 +1,7 @@
 """Read API benchmark: the API beside the peer a user would pick, a bare app and PostgreSQL alone.
 
     .venv/bin/python benchmarks/api.py [--orders 1000000] [--seconds 10] [--rounds 3]
-        [--targets api,bare,floor,peer,pgbench,ceiling] [--scenarios get,list,deep] [--keep]
+        [--targets api,bare,floor,peer,pgbench,ceiling] [--scenarios get,getpos,list,deep] [--keep]
         [--baseline DIR]
 
 Uses PostgreSQL at ORDERVIEW_BENCH_ADMIN_URL (default postgresql://postgres@127.0.0.1:5432/postgres):
@@ -21,9 +21,11 @@ Targets, all on the same data, started together:
 - floor: the bare app's answers kept in a dict after their first read (benchmarks/api_floor.py):
   the most a caching Litestar app can serve on this machine, the bound of the API's targets;
 - ceiling: a bare ASGI app under uvicorn (benchmarks/api_ceiling.py).
-Scenarios: `get` (2 000 random ids of one tenant), `list` (6 filtered lists: limit 25, one status,
-sort total or created_at, descending, first page), `deep` (a keyset page far down the first list;
-not for the peer). All targets are warmed up (2 s per scenario: the ids are all read before
+Scenarios: `get` (2 000 random ids of one tenant), `getpos` (the same gets naming a settled
+`X-Min-Position`, API targets only; Redis at ORDERVIEW_BENCH_REDIS_URL, default
+redis://127.0.0.1:6379/0, see benchmarks/api_position.py), `list` (6 filtered lists: limit 25, one
+status, sort total or created_at, descending, first page), `deep` (a keyset page far down the first
+list; not for the peer). All targets are warmed up (2 s per scenario: the ids are all read before
 anything is measured), then each round runs every scenario on every target in turn, so noise from
 the shared machine lands on all of them alike. The report gives the median and spread of the
 rounds; ratios are taken within each round.
@@ -61,6 +63,13 @@ from benchmarks.api_peers import (  # noqa: E402
     peer_list_path,
     pgbench_scripts,
     store_ids,
+)
+from benchmarks.api_position import (  # noqa: E402
+    HEADER,
+    drop_stream,
+    settled_position,
+    stream_key,
+    target_env,
 )
 from benchmarks.api_report import print_table, print_targets  # noqa: E402
 from benchmarks.api_targets import (  # noqa: E402
@@ -247,7 +256,7 @@ def main() -> int:
         "--baseline", type=Path, metavar="DIR",
         help="also measure `orderview api` of the checkout DIR (e.g. a worktree of main)",
     )  # fmt: skip
-    parser.add_argument("--scenarios", default="get,list,deep")
+    parser.add_argument("--scenarios", default="get,getpos,list,deep")
     parser.add_argument(
         "--keep", "--reuse", action="store_true",
         help=f"load once into {KEPT}_<orders>, reuse it when already loaded, do not drop it",
@@ -263,6 +272,7 @@ def main() -> int:
     url = urlunsplit(urlsplit(admin)._replace(path=f"/{name}"))
     loaded = f"orderview benchmark: {args.orders} orders loaded"
     reuse = args.keep and asyncio.run(_comment(admin, name)) == loaded
+    stream, position = stream_key(), None
     if not reuse:
         asyncio.run(_admin_sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         asyncio.run(_admin_sql(admin, f'CREATE DATABASE "{name}"'))
@@ -273,8 +283,13 @@ def main() -> int:
             asyncio.run(load(url, args.orders))
             asyncio.run(_admin_sql(admin, f"COMMENT ON DATABASE \"{name}\" IS '{loaded}'"))
         key, cursor, ids = asyncio.run(prepare(url))
-        return measure(args, url, key, cursor, ids, wrk_bin)
+        if "getpos" in args.scenarios.split(","):
+            position = asyncio.run(settled_position(url, stream))
+            print(f"getpos: {HEADER}: {position} (settled)")
+        return measure(args, url, key, cursor, ids, wrk_bin, position)
     finally:
+        if position is not None:
+            asyncio.run(drop_stream(stream))
         if args.keep:
             print(f"kept database {name} (drop it: DROP DATABASE {name})")
         else:
@@ -315,11 +330,18 @@ def _paths(kind: str, ids: list[int], cursor: str) -> dict[str, list[str]]:
             "deep": ["/deep"],
         }
     lists = ["/api/v1/service-orders?" + urlencode(params) for params in LISTS]
+    gets = [f"/api/v1/service-orders/{i}" for i in ids]
     return {
-        "get": [f"/api/v1/service-orders/{i}" for i in ids],
+        "get": gets,
+        "getpos": gets,  # with the header (`_headers`)
         "list": lists,
         "deep": [f"{lists[0]}&{urlencode({'cursor': cursor})}"],
     }
+
+
+def _headers(scenario: str, position: str | None) -> dict[str, str]:
+    """The headers a scenario's requests carry besides the key."""
+    return {HEADER: position} if scenario == "getpos" and position else {}
 
 
 def _pgbench(url: str, folder: Path, ids: list[int], cursor: str) -> PgBench:
@@ -335,10 +357,11 @@ def _pgbench(url: str, folder: Path, ids: list[int], cursor: str) -> PgBench:
     return PgBench(url, scripts, variables, folder)
 
 
-def _documents(target: Server, path: str, key: str) -> list:
+def _documents(target: Server, path: str, key: str, headers: dict | None = None) -> list:
     """The order documents one request answers (a page's or one), as JSON values."""
     request = urllib.request.Request(
-        f"http://127.0.0.1:{target.port}{path}", headers={"Authorization": f"Bearer {key}"}
+        f"http://127.0.0.1:{target.port}{path}",
+        headers={"Authorization": f"Bearer {key}"} | (headers or {}),
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         body = json.loads(response.read())
@@ -368,7 +391,21 @@ def check_same(targets: dict, ids: list[int], cursor: str, key: str) -> None:
     print(f"checked: {', '.join(servers)} answer the same documents to each scenario")
 
 
-def measure(args, url: str, key: str, cursor: str, ids: list[int], wrk_bin: str) -> int:
+def check_position(targets: dict, ids: list[int], cursor: str, key: str, position: str) -> None:
+    """A get naming the settled position answers what the same get answers without it, or stop."""
+    for kind, server in targets.items():
+        if "getpos" not in server.scripts:
+            continue
+        for path in _paths(kind, ids, cursor)["getpos"][:3]:
+            plain = _documents(server, path, key)
+            if _documents(server, path, key, _headers("getpos", position)) != plain:
+                raise SystemExit(f"getpos: {kind} answers {path} differently with {HEADER}")
+    print(f"checked: a get naming {position} answers the same document")
+
+
+def measure(
+    args, url: str, key: str, cursor: str, ids: list[int], wrk_bin: str, position: str | None
+) -> int:
     """Every target started at once; each round runs every scenario on every target in turn."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERVIEW_")}
     env |= {
@@ -381,6 +418,8 @@ def measure(args, url: str, key: str, cursor: str, ids: list[int], wrk_bin: str)
         "BENCH_DEEP": json.dumps(LIST | {"cursor": cursor}), "PYTHONPATH": str(ROOT),
         "DATABASE_URL": url,
     }  # fmt: skip
+    if position is not None:
+        env |= target_env(position)
     folder = Path(tempfile.mkdtemp(prefix="orderview-bench-"))
     scenarios = args.scenarios.split(",")
     kinds = args.targets.split(",") + (["baseline"] if args.baseline else [])
@@ -393,12 +432,17 @@ def measure(args, url: str, key: str, cursor: str, ids: list[int], wrk_bin: str)
             if kind != "pgbench":
                 server = targets[kind] = Server(kind, env, wrk_bin, key, baseline)
                 for scenario, paths in _paths(kind, ids, cursor).items():
-                    server.scripts[scenario] = lua_of(folder, f"{kind}_{scenario}", paths)
+                    if scenario == "getpos" and position is None:
+                        continue
+                    headers = _headers(scenario, position)
+                    server.scripts[scenario] = lua_of(folder, f"{kind}_{scenario}", paths, headers)
         for target in targets.values():
             for scenario in target.scripts:
                 if scenario in scenarios:
                     target.measure(scenario, 2)  # warm-up: every pool at its size, every id read
         check_same(targets, ids, cursor, key)
+        if position is not None:
+            check_position(targets, ids, cursor, key, position)
         if "pgbench" in kinds:
             targets["pgbench"] = _pgbench(url, folder, ids, cursor)
         print(f"warmed up; load average {load_average()}", flush=True)

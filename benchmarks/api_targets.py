@@ -69,15 +69,17 @@ def rss_mib(pid: int) -> float:
     return total / 1024
 
 
-def lua_of(folder: Path, name: str, paths: list[str]) -> str:
-    """A wrk script requesting one of `paths` at random (each thread seeded on its own)."""
+def lua_of(folder: Path, name: str, paths: list[str], headers: dict[str, str] | None = None) -> str:
+    """A wrk script requesting one of `paths` at random (each thread seeded on its own), with
+    `headers` besides wrk's own."""
     lua = folder / f"{name}.lua"
     quoted = ",".join(f'"{p}"' for p in paths)
+    extra = "".join(f'wrk.headers["{k}"] = "{v}"; ' for k, v in (headers or {}).items())
     lua.write_text(
         f"local paths = {{{quoted}}}\n"
         "local n = 0\n"
         "setup = function(thread) n = n + 1; thread:set('seed', n) end\n"
-        "init = function(args) math.randomseed(seed or 1) end\n"
+        f"init = function(args) {extra}math.randomseed(seed or 1) end\n"
         "request = function() return wrk.format(nil, paths[math.random(#paths)]) end\n"
     )
     return str(lua)

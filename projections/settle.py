@@ -6,7 +6,9 @@ transaction), then one pipeline writes the dead letters (XADD) and acknowledges 
 separate PUBLISH announces it (announce.py). The PUBLISH must never join the pipeline: a Redis
 Cluster client refuses PUBLISH in a pipeline (a channel has no slot), so nothing would be
 acknowledged on a cluster. Every other command names this stream's own keys (the stream and
-`<stream>:dlq`): hash-tag the stream name to keep both on one node.
+`<stream>:dlq`): hash-tag the stream name to keep both on one node. An API process lets a request
+naming a position use its document cache on the strength of this order (services/api/barrier.py):
+an entry acknowledged has had its invalidation committed.
 """
 
 from __future__ import annotations

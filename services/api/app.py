@@ -43,8 +43,6 @@ def create_app(settings: Settings, on_startup: Sequence[Callable[[], None]] = ()
         subscriber = None
         if client is not None and settings.redis_cluster:
             subscriber = create_redis(settings.require("redis_url"), "orderview-api-positions")
-        cache, listener = document_cache(settings)
-        feed = asyncio.create_task(listener.run()) if listener is not None else None
         replica = None
         if replica_url is not None:
             primary = await create_pool(settings.require("database_url"), name="api-primary",
@@ -59,12 +57,15 @@ def create_app(settings: Settings, on_startup: Sequence[Callable[[], None]] = ()
             subscriber,
         )
         freshness.start()
+        cache, listener = document_cache(settings, freshness)
+        feed = asyncio.create_task(listener.run()) if listener is not None else None
         app.state.update(
             pool=pool,
             redis=client,
             key_cache=KeyCache(pool, settings.key_cache_seconds),
             cache=cache,
             cache_feed=listener,
+            cache_barrier=listener.barrier if listener is not None else None,
             freshness=freshness,
             replica=replica,
         )
@@ -104,7 +105,9 @@ def create_app(settings: Settings, on_startup: Sequence[Callable[[], None]] = ()
     return Edge(app)
 
 
-def document_cache(settings: Settings) -> tuple[DocumentCache | None, Listener | None]:
+def document_cache(
+    settings: Settings, freshness: Freshness
+) -> tuple[DocumentCache | None, Listener | None]:
     """The process's document cache and the listener that keeps it true, or none: off when
     ORDERVIEW_CACHE_MB is 0, and when the API reads from a replica (a hot standby cannot LISTEN,
     and a notification from the primary may arrive before the replica has replayed its commit)."""
@@ -118,7 +121,7 @@ def document_cache(settings: Settings) -> tuple[DocumentCache | None, Listener |
         )
         return None, None
     cache = DocumentCache(settings.cache_mb * 1024 * 1024)
-    return cache, Listener(settings.read_url, cache)
+    return cache, Listener(settings.read_url, cache, freshness.visible)
 
 
 async def _warm(pool, size: int) -> None:

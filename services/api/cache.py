@@ -18,14 +18,14 @@ participant, its tenant, or everything) was invalidated after that. A read that 
 commit's notification arrived sees that commit (the notification is sent after the commit), and one
 whose snapshot misses a commit begins before that commit's notification arrives: so a stored
 document is never older than a notification received. The records are pruned below the oldest read
-in flight.
+in flight. A request naming positions (`X-Min-Position`) uses the cache once every notification of
+the commits that reached them has been applied: barrier.py.
 """
 
 from __future__ import annotations
 
 import sys
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
 
 import msgspec
 
@@ -49,20 +49,6 @@ class Message(msgspec.Struct, frozen=True):
 
 
 _decoder = msgspec.json.Decoder(Message)
-
-
-def for_request(
-    cache: DocumentCache | None, headers: Iterable[tuple[bytes, bytes]]
-) -> DocumentCache | None:
-    """The cache a request may use: none for one carrying `X-Min-Position` (its answer must
-    reflect a position; the notification of the commit that reached it may still be on its way,
-    on another connection than the one that announced the position)."""
-    if cache is None:
-        return None
-    for name, _ in headers:
-        if name == b"x-min-position":
-            return None
-    return cache
 
 
 class _Page:

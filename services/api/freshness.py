@@ -25,6 +25,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import redis.asyncio as redis
 from prometheus_client import Counter
@@ -45,6 +46,14 @@ WAITS = Counter(
     "Requests whose X-Min-Position was not yet covered when they arrived, by outcome",
     ["outcome"],
 )
+
+
+class Demand(NamedTuple):
+    """What a request's `X-Min-Position` asks, once covered: the positions, and the seconds left of
+    ORDERVIEW_MIN_POSITION_WAIT_MS (for the document cache's barrier, barrier.py)."""
+
+    positions: Positions
+    seconds_left: float
 
 
 class PositionNotReached(Exception):
@@ -85,12 +94,23 @@ class Freshness:
 
     # ---- requests ------------------------------------------------------------------------------
 
-    async def require(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
+    async def require(self, headers: Iterable[tuple[bytes, bytes]]) -> Demand | None:
         """The freshness step of a request, after its access checks: nothing without the header;
         with it, InvalidParameter when malformed, else wait (PositionNotReached when too long)."""
         raw = header_value(headers)
-        if raw is not None:
-            await self.wait(parse(raw, self.streams))
+        if raw is None:
+            return None
+        positions = parse(raw, self.streams)
+        if self.covered(positions):
+            return Demand(positions, self._wait)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await self.wait(positions)
+        return Demand(positions, max(0.0, self._wait - (loop.time() - started)))
+
+    def visible(self) -> Positions:
+        """Every stream's watermark as this process's reads see it (a copy)."""
+        return dict(self._visible)
 
     def covered(self, positions: Positions) -> bool:
         """Whether every position is settled and visible to this process's reads."""

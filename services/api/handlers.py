@@ -15,7 +15,7 @@ from litestar.response.base import ASGIResponse
 
 from services.api import metrics, openapi, routes, schemas
 from services.api.auth import tenant_of
-from services.api.cache import for_request
+from services.api.barrier import cache_for
 from services.api.edge import REQUEST_ID
 from services.api.etags import none_match
 from services.api.read import Call
@@ -38,10 +38,12 @@ async def respond(request: Request, route: routes.Route, order_id: str = "") -> 
     # authorize: 401 unauthorized, then 403 insufficient_scope, then 403 feature_disabled
     tenant = await tenant_of(state.key_cache, scope["headers"], route.access)
     # freshness: X-Min-Position (400 if malformed), waited for after every access check (503)
-    await state.freshness.require(scope["headers"])
+    demand = await state.freshness.require(scope["headers"])
     # query: the parameters checked (400), the SQL run, the documents rendered (404 if none)
-    # the document cache answers a get unless the request asks for a position (see cache.py)
-    cache = for_request(state.cache, scope["headers"])
+    # the document cache answers; a request naming positions once it reflects them (barrier.py)
+    cache = state.cache
+    if demand is not None:
+        cache = await cache_for(cache, state.cache_barrier, *demand)
     call = Call(state.pool, state.secret, tenant, params, scope[REQUEST_ID], order_id, cache)  # type: ignore[misc]
     reply = await route.answer(call)
     # conditional: the caller already holds these bytes (weak comparison, `*`, lists of tags)
@@ -126,7 +128,7 @@ async def ready(request: Request) -> Response[dict[str, str]]:
 async def prometheus(request: Request) -> Response[str]:
     state = request.app.state
     settings = state.settings
-    metrics.cache_gauges(state.cache)
+    metrics.cache_gauges(state.cache, state.cache_barrier)
     if state.replica is not None:
         await state.replica.refresh_lag()
     body = await metrics.render(state.pool, state.redis, settings.streams, settings.consumer_group)

@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 
 from projections.failures import REDIS_UNAVAILABLE, transient
 from projections.metrics import LAG, PENDING
+from services.api.barrier import Barrier
 from services.api.cache import DocumentCache
 
 log = logging.getLogger("orderview.api")
@@ -41,6 +42,10 @@ CACHE_ENTRIES = Gauge(
 CACHE_ONLINE = Gauge(
     "orderview_api_cache_listening", "1 while the cache hears the projector (and so serves)"
 )
+CACHE_BARRIERS = Counter(
+    "orderview_api_cache_barriers_total",
+    "Barriers sent so that gets naming an X-Min-Position the cache did not yet reflect could use it",
+)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 _children: dict[tuple[str, str, int], tuple] = {}
@@ -57,8 +62,11 @@ def observe(route: str, method: str, status: int, seconds: float) -> None:
     child[1].observe(seconds)
 
 
-def cache_gauges(cache: DocumentCache | None) -> None:
+def cache_gauges(cache: DocumentCache | None, barrier: Barrier | None) -> None:
     """Bring the cache's metrics up to date (its counters are plain ints on the hot path)."""
+    if barrier is not None:
+        CACHE_BARRIERS.inc(barrier.sent - barrier.counted)
+        barrier.counted = barrier.sent
     if cache is None:
         CACHE_LIMIT.set(0)
         CACHE_ONLINE.set(0)

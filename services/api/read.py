@@ -103,7 +103,7 @@ class Call(Struct, frozen=True):
     params: queries.Params
     request_id: str
     order_id: str = ""  # the path's {order_id}, for the get endpoints
-    cache: DocumentCache | None = None  # None: read PostgreSQL (no cache, or X-Min-Position)
+    cache: DocumentCache | None = None  # None: read PostgreSQL (no cache, or not yet fresh)
 
 
 class Reply(Struct, frozen=True):

@@ -27,7 +27,10 @@ pytestmark = [
 
 
 def test_one_command_measures_every_target_and_judges_the_targets(servers) -> None:
-    env = os.environ | {"ORDERVIEW_BENCH_ADMIN_URL": servers[0]}
+    env = os.environ | {
+        "ORDERVIEW_BENCH_ADMIN_URL": servers[0],
+        "ORDERVIEW_BENCH_REDIS_URL": servers[1],
+    }
     run = subprocess.run(
         [sys.executable, "benchmarks/api.py", "--orders", "3000", "--seconds", "1",
          "--rounds", "1", "--targets", "api,bare,floor,pgbench,ceiling"],
@@ -49,6 +52,17 @@ def test_one_command_measures_every_target_and_judges_the_targets(servers) -> No
     assert re.search(
         r"^  bound: p99 of the floor app get [\d.]+, list [\d.]+, deep [\d.]+ ms", out, re.M
     )
-    assert re.search(r"^  p99 ≤ 20 ms: get [\d.]+, list [\d.]+, deep [\d.]+ ms → ", out, re.M)
+    assert re.search(r"^getpos: X-Min-Position: \S+@\d+-\d+ \(settled\)$", out, re.M)
+    assert "checked: a get naming " in out
+    row = re.search(r"^api\s+getpos\s+(\d+) .*\s(\d+)$", out, re.M)
+    assert row and int(row[1]) > 0 and row[2] == "0", out  # answered, none a 503
+    assert re.search(
+        r"^  X-Min-Position ≤ 10% extra: getpos/get req/s [\d.]+ .*, [+-][\d.]+% per request → ",
+        out,
+        re.M,
+    )
+    assert re.search(
+        r"^  p99 ≤ 20 ms: get [\d.]+, getpos [\d.]+, list [\d.]+, deep [\d.]+ ms → ", out, re.M
+    )
     assert re.search(r"^  RSS ≤ 150 MB: \d+ MiB \(\d+ MB\) → (met|NOT met)$", out, re.M)
     assert re.search(r"^dropped database orderview_bench_\w+$", out, re.M)

@@ -6,7 +6,7 @@ import json
 
 from projections.fold import Plan
 from projections.invalidation import MAX_PAYLOAD, messages, tenant_messages
-from services.api.cache import ENTRY_OVERHEAD, DocumentCache, for_request
+from services.api.cache import ENTRY_OVERHEAD, DocumentCache
 
 V2 = ("v2", ())
 V1 = ("v1", ("items",))
@@ -221,13 +221,6 @@ def test_pages_and_documents_share_the_bound():
     assert cache.page("acme", b"q99") == 99 and cache.page("acme", b"q0") is None
     cache.go_offline()
     assert cache.size == 0 and cache.page("acme", b"q99") is None
-
-
-def test_a_request_with_x_min_position_reads_postgresql():
-    cache = online()
-    assert for_request(cache, [(b"host", b"x")]) is cache
-    assert for_request(cache, [(b"x-min-position", b"s@1-0")]) is None
-    assert for_request(None, []) is None
 
 
 # ---- the projector's messages ------------------------------------------------------------------

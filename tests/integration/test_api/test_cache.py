@@ -130,20 +130,6 @@ async def _is(client, path, headers, status: str) -> bool:
     return await status_of(client, path, headers) == status
 
 
-async def test_a_request_with_x_min_position_reads_postgresql(
-    app, client, db, cached, api_settings
-):
-    path = f"{V2}/ord_2"
-    assert await status_of(client, path, cached) == "draft"
-    assert await status_of(client, path, cached) == "draft"  # cached
-    await edit(db, "doc_v2", "cachet", 2, "draft", "completed")
-    fresh = {**cached, "X-Min-Position": f"{api_settings.streams[0]}@0-1"}
-    assert await status_of(client, path, fresh) == "completed"
-    assert await status_of(client, path, cached) == "draft"  # the cache was not refilled stale
-    await db.execute("SELECT pg_notify($1, $2)", CHANNEL, '{"t":"cachet","o":[2],"p":[]}')
-    await until(lambda: _is(client, path, cached, "completed"))
-
-
 async def test_a_participant_rename_reaches_cached_orders(
     app, client, rclient, api_settings, cached
 ):
