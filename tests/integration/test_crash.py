@@ -127,7 +127,14 @@ async def test_sigterm_finishes_the_batch_in_hand_and_leaves_nothing_pending_for
     history = varied(21, orders=1500)
     await publish_lines(redis_client, settings, history.lines())
     group = Replicas({**os.environ, **env}, 1)
-    await asyncio.sleep(1.0)
+    # SIGTERM once the projector is at work: its group exists and it has taken a first batch
+    # (on a loaded machine starting the process alone can take seconds).
+    total = len(history.lines())
+    for _ in range(600):
+        left = await outstanding(redis_client, settings)
+        if 0 <= left < total:
+            break
+        await asyncio.sleep(0.05)
     assert await outstanding(redis_client, settings) > 0, "the projector finished before SIGTERM"
     codes = group.stop_all()
     assert codes == {"projector-0": 0}

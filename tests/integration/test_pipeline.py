@@ -175,7 +175,10 @@ async def test_an_entry_delivered_to_the_read_in_flight_when_a_stop_comes_is_app
     mine = f"orderview-projector:{settings.consumer}"  # not another run's projector on this Redis
     for _ in range(1000):  # until the consumer is blocked in XREADGROUP on the empty stream
         clients = await redis_client.client_list()
-        if any(c.get("name") == mine and c.get("cmd") == "xreadgroup" for c in clients):
+        # `cmd` is the last command run: blocked (flag `b`) tells the read that waits from the
+        # consumer's earlier non-blocking read of its own pending entries.
+        blocked = (c for c in clients if c.get("name") == mine and "b" in c.get("flags", ""))
+        if any(c.get("cmd") == "xreadgroup" for c in blocked):
             break
         await asyncio.sleep(0.01)
     stopping.set()
