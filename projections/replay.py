@@ -87,7 +87,12 @@ class Replay:
         """Like `fold`, keeping the window's orders in memory: what it returns to write is the
         window's participants and the orders that went out of memory to make room."""
         candidates = await self._candidates(stream, entries)
-        absent = [e for e in candidates.values() if not self._resident(e)]
+        resident = self.resident
+        absent = [
+            e
+            for e in candidates.values()
+            if e.kind != "order" or (e.tenant, e.aggregate_id) not in resident
+        ]
         orders, participants = await load_states(self.conn, absent, self.schema, base)
         for event in absent:  # `base` brought every order it writes: take those asked for
             key = (event.tenant, event.aggregate_id)
@@ -134,9 +139,6 @@ class Replay:
         self.counts["duplicates"] += len(plan.duplicates)
         self.counts["unknown_types"] += plan.unknown_types
         return plan
-
-    def _resident(self, event: Event) -> bool:
-        return event.kind == "order" and (event.tenant, event.aggregate_id) in self.resident
 
     def _take(self, count: int) -> dict[tuple[str, int], OrderState]:
         """The `count` least recently touched orders, out of memory."""
