@@ -70,8 +70,9 @@ def check_rate(value: Decimal, field: str) -> None:
 
 
 def check_utc(value: datetime | None | UnsetType, field: str) -> None:
-    """Timestamps are stored in UTC: one whose UTC time is outside years 1-9999 is refused."""
-    if isinstance(value, datetime):
+    """Timestamps are stored in UTC: one whose UTC time is outside years 1-9999 is refused.
+    An offset is less than a day, so only years 1 and 9999 can leave that range."""
+    if isinstance(value, datetime) and (value.year == 1 or value.year == 9999):
         try:
             value.astimezone(UTC)
         except OverflowError:
