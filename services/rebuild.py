@@ -1,8 +1,9 @@
 """`orderview rebuild`: the whole read model built again in a schema of its own, then swapped in.
 
 Phases (each recorded in `orderview.rebuilds`): `replay` folds the file (if any) and every stream
-from its first entry in windows, writing each aggregate once per window by COPY into tables without
-secondary indexes; `indexes` copies participants into their orders, builds the indexes, ANALYZE;
+from its first entry in windows, keeping the orders in memory (bounded, see projections.replay) and
+writing each when it goes out, by COPY into tables without secondary indexes; `indexes` copies the
+participants changed since into their orders, builds the indexes, ANALYZE;
 `catch-up` applies what arrived meanwhile by the live path; `swap` takes the read-model lock
 exclusively (the live batches in flight commit first, the next ones wait), applies the streams'
 tails, renames the schemas and commits; the old schema is dropped after.

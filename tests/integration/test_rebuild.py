@@ -137,9 +137,7 @@ async def test_a_rebuild_writes_what_the_live_projector_wrote_byte_for_byte(
 
 
 @pytest.mark.parametrize("sizes", SIZES)
-async def test_a_rebuild_equals_an_independent_fold_and_has_every_index(
-    fresh, redis_client, sizes
-):
+async def test_a_rebuild_equals_an_independent_fold_and_has_every_index(fresh, redis_client, sizes):
     env, pool = fresh
     settings = load_settings(env)
     events, lines = faulty_lines(12)
