@@ -10,7 +10,7 @@ PostgreSQL and Redis:
    (replay, index build, ANALYZE, swap, old schema dropped); peak RSS is its VmHWM, CPU its user
    and system time, and each phase's time is read from its log.
 3. floor: the rebuild's Python work alone on the same entries, no I/O, in this process: decoding
-   (consumer.decode_entries), folding (fold.plan_batch) and rendering each order once
+   (entries.decode_entries), folding (fold.plan_batch) and rendering each order once
    (writer.render_plan), in CPU time; the entries are read beforehand, untimed. A rebuild in one
    process cannot go faster than this, whatever it does with PostgreSQL and Redis. Beside it, the
    CPU time per event of the ceiling (this process) and of the rebuild (its process): on a
@@ -45,7 +45,7 @@ from benchmarks.projector import (  # noqa: E402
     publish,
     reset_read_model,
 )
-from projections.consumer import decode_entries  # noqa: E402
+from projections.entries import decode_entries  # noqa: E402
 from projections.fold import Plan, plan_batch  # noqa: E402
 from projections.tables import ORDERS  # noqa: E402
 from projections.writer import render_plan  # noqa: E402
