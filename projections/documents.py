@@ -28,7 +28,7 @@ encoder = msgspec.json.Encoder(decimal_format="number")
 # ---- dialect 1: service orders ---------------------------------------------------------------
 
 
-class ServiceOrderItem(Struct, frozen=True):
+class ServiceOrderItem(Struct, frozen=True, gc=False):
     id: int
     service_id: str | None
     name: str
@@ -40,13 +40,13 @@ class ServiceOrderItem(Struct, frozen=True):
     total: Decimal
 
 
-class ServiceOrderParticipant(Struct, frozen=True):
+class ServiceOrderParticipant(Struct, frozen=True, gc=False):
     id: int
     name: str | None
     email: str | None
 
 
-class ServiceOrder(Struct, frozen=True):
+class ServiceOrder(Struct, frozen=True, gc=False):
     """A service order; `items` and `participant` appear only when included."""
 
     id: int
@@ -71,14 +71,14 @@ class ServiceOrder(Struct, frozen=True):
 # ---- dialect 2: orders and bookings ----------------------------------------------------------
 
 
-class OrderService(Struct, frozen=True):
+class OrderService(Struct, frozen=True, gc=False):
     id: str | None
     name: str
     price: Decimal
     quantity: int
 
 
-class Order(Struct, frozen=True):
+class Order(Struct, frozen=True, gc=False):
     """An order or booking."""
 
     id: str
@@ -124,7 +124,7 @@ def rate(value: Decimal) -> Decimal:
 _served_rates: dict[Decimal, Decimal] = {}
 
 
-class RenderedOrder(Struct, frozen=True):
+class RenderedOrder(Struct, frozen=True, gc=False):
     """One order's amounts as stored and its documents: dialect 1 object and items, dialect 2."""
 
     subtotal: Decimal
@@ -213,7 +213,7 @@ def _without_customer(order: Order) -> bytes:
     return doc.replace(_NO_CUSTOMER + b",", b"", 1)
 
 
-class RenderedParticipant(Struct, frozen=True):
+class RenderedParticipant(Struct, frozen=True, gc=False):
     """A participant's fragments, copied into every order that names it."""
 
     participant_v1: bytes

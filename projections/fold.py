@@ -6,7 +6,6 @@ returns what to write and what happened to each event (applied, duplicate, held 
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -18,21 +17,16 @@ from msgspec.structs import replace
 from projections.events import (
     CENT,
     PAYLOADS,
-    Cancelled,
     DetailsChanged,
     Event,
     Item,
-    ItemAdded,
-    ItemRemoved,
     ItemUpdated,
     OrderCreated,
     ParticipantUpserted,
-    PaymentStatusChanged,
-    Submitted,
 )
 
 
-class StoredItem(Struct, frozen=True):
+class StoredItem(Struct, frozen=True, gc=False):
     """An order line as the read model stores it: the fields of `events.Item` without its
     validation, which ran when the event was decoded. Encoded the same way (a map with the same
     field names), so stored states decode into it unchanged, and loading them re-checks nothing."""
@@ -52,7 +46,7 @@ def stored_item(item: Item) -> StoredItem:
     )
 
 
-class OrderState(Struct, frozen=True, array_like=True):
+class OrderState(Struct, frozen=True, array_like=True, gc=False):
     """Everything the read model knows about one order."""
 
     tenant: str
@@ -78,7 +72,7 @@ class OrderState(Struct, frozen=True, array_like=True):
     updated_at: datetime
 
 
-class ParticipantState(Struct, frozen=True, array_like=True):
+class ParticipantState(Struct, frozen=True, array_like=True, gc=False):
     """A participant (customer) as its latest event describes it."""
 
     tenant: str
@@ -92,7 +86,7 @@ class ParticipantState(Struct, frozen=True, array_like=True):
 # ---- amounts -------------------------------------------------------------------------------
 
 
-class LineAmounts(Struct, frozen=True):
+class LineAmounts(Struct, frozen=True, gc=False):
     subtotal: Decimal
     tax: Decimal
     total: Decimal
@@ -121,12 +115,14 @@ def sum_lines(lines: list[LineAmounts]) -> LineAmounts:
 
 
 def _utc(at: datetime) -> datetime:
-    return at.astimezone(UTC)
+    # astimezone(UTC) returns a UTC datetime itself; the check skips its costly call.
+    return at if at.tzinfo is UTC else at.astimezone(UTC)
 
 
 def create_order(event: Event, data: OrderCreated) -> OrderState:
     """The state an `order.created` event starts."""
     items = _sorted({item.id: stored_item(item) for item in data.items})
+    at = _utc(event.at)
     return OrderState(
         tenant=event.tenant,
         id=event.aggregate_id,
@@ -147,8 +143,8 @@ def create_order(event: Event, data: OrderCreated) -> OrderState:
         confirmed_at=None,
         cancelled_at=None,
         cancellation_reason=None,
-        created_at=_utc(event.at),
-        updated_at=_utc(event.at),
+        created_at=at,
+        updated_at=at,
     )
 
 
@@ -169,47 +165,104 @@ def _detail_changes(data: DetailsChanged) -> dict[str, Any]:
     return changes
 
 
-def apply_order_event(state: OrderState, event: Event) -> OrderState:
-    """The order after one event (not `order.created`); unknown types only advance seq."""
-    at = _utc(event.at)
-    changes: dict[str, Any] = {}
-    match event.data:
-        case ItemAdded(item=item):
-            items = {i.id: i for i in state.items} | {item.id: stored_item(item)}
-            changes["items"] = _sorted(items)
-        case ItemUpdated(item_id=item_id) as data:
-            items = {i.id: i for i in state.items}
-            if item_id in items:
-                items[item_id] = replace(items[item_id], **_item_changes(data))
-                changes["items"] = _sorted(items)
-        case ItemRemoved(item_id=item_id):
-            changes["items"] = tuple(i for i in state.items if i.id != item_id)
-        case DetailsChanged() as data:
-            changes = _detail_changes(data)
-        case Submitted(order_number=number):
-            changes = {"status": "pending", "submitted_at": at}
-            if number is not None:
-                changes["order_number"] = number
-        case Cancelled(reason=reason):
-            changes = {"status": "cancelled", "cancelled_at": at, "cancellation_reason": reason}
-        case PaymentStatusChanged(payment_status=payment_status):
-            changes["payment_status"] = payment_status
-        case _:
-            changes = _STATUS_EVENTS.get(event.type, lambda _at: {})(at)
-    return replace(state, seq=event.seq, updated_at=at, **changes)
+# One function per order event type: (state, event, its time in UTC) -> the next state. Each
+# names its changes to `replace` (passing a dict of them costs about three times as much).
 
 
-_STATUS_EVENTS = {
-    "order.confirmed": lambda at: {"status": "confirmed", "confirmed_at": at},
-    "order.started": lambda at: {"status": "in_progress"},
-    "order.completed": lambda at: {"status": "completed"},
+def _item_added(state: OrderState, event: Event, at: datetime) -> OrderState:
+    item = stored_item(event.data.item)
+    items = state.items
+    if items and items[-1].id >= item.id:  # not past the last id: merge by id
+        items = _sorted({i.id: i for i in items} | {item.id: item})
+    else:
+        items = (*items, item)
+    return replace(state, seq=event.seq, updated_at=at, items=items)
+
+
+def _item_updated(state: OrderState, event: Event, at: datetime) -> OrderState:
+    data: ItemUpdated = event.data
+    items = state.items
+    for n, item in enumerate(items):
+        if item.id == data.item_id:
+            changed = replace(item, **_item_changes(data))
+            items = (*items[:n], changed, *items[n + 1 :])
+            break
+    return replace(state, seq=event.seq, updated_at=at, items=items)
+
+
+def _item_removed(state: OrderState, event: Event, at: datetime) -> OrderState:
+    item_id = event.data.item_id
+    items = tuple(i for i in state.items if i.id != item_id)
+    return replace(state, seq=event.seq, updated_at=at, items=items)
+
+
+def _details_changed(state: OrderState, event: Event, at: datetime) -> OrderState:
+    return replace(state, seq=event.seq, updated_at=at, **_detail_changes(event.data))
+
+
+def _submitted(state: OrderState, event: Event, at: datetime) -> OrderState:
+    number = event.data.order_number
+    if number is None:
+        return replace(state, seq=event.seq, updated_at=at, status="pending", submitted_at=at)
+    return replace(
+        state, seq=event.seq, updated_at=at, status="pending", submitted_at=at, order_number=number
+    )
+
+
+def _confirmed(state: OrderState, event: Event, at: datetime) -> OrderState:
+    return replace(state, seq=event.seq, updated_at=at, status="confirmed", confirmed_at=at)
+
+
+def _started(state: OrderState, event: Event, at: datetime) -> OrderState:
+    return replace(state, seq=event.seq, updated_at=at, status="in_progress")
+
+
+def _completed(state: OrderState, event: Event, at: datetime) -> OrderState:
+    return replace(state, seq=event.seq, updated_at=at, status="completed")
+
+
+def _cancelled(state: OrderState, event: Event, at: datetime) -> OrderState:
+    reason = event.data.reason
+    return replace(
+        state, seq=event.seq, updated_at=at, status="cancelled", cancelled_at=at,
+        cancellation_reason=reason,
+    )  # fmt: skip
+
+
+def _payment_status_changed(state: OrderState, event: Event, at: datetime) -> OrderState:
+    status = event.data.payment_status
+    return replace(state, seq=event.seq, updated_at=at, payment_status=status)
+
+
+def _seq_only(state: OrderState, event: Event, at: datetime) -> OrderState:
+    """`order.created` of an existing order, and types this build does not know."""
+    return replace(state, seq=event.seq, updated_at=at)
+
+
+_ORDER_STEPS = {
+    "order.created": _seq_only,
+    "order.item_added": _item_added,
+    "order.item_updated": _item_updated,
+    "order.item_removed": _item_removed,
+    "order.details_changed": _details_changed,
+    "order.submitted": _submitted,
+    "order.confirmed": _confirmed,
+    "order.started": _started,
+    "order.completed": _completed,
+    "order.cancelled": _cancelled,
+    "order.payment_status_changed": _payment_status_changed,
 }
+
+
+def apply_order_event(state: OrderState, event: Event) -> OrderState:
+    """The order after one event; `order.created` and unknown types only advance seq."""
+    return _ORDER_STEPS.get(event.type, _seq_only)(state, event, _utc(event.at))
 
 
 def apply_participant_event(state: ParticipantState | None, event: Event) -> ParticipantState:
     """The participant after one event; unknown types only advance seq."""
     at = _utc(event.at)
-    if isinstance(event.data, ParticipantUpserted):
+    if type(event.data) is ParticipantUpserted:
         return ParticipantState(
             event.tenant, event.aggregate_id, event.seq, event.data.name, event.data.email, at
         )
@@ -239,12 +292,14 @@ def fold_order(state: OrderState | None, seq: int, event: Event) -> OrderState |
     if event.seq != seq + 1:
         return None
     if state is None:
-        if not isinstance(event.data, OrderCreated):
+        if event.type != "order.created":
             return None  # an order.* event for an order that does not exist yet waits
         return create_order(event, event.data)
-    if isinstance(event.data, OrderCreated):
-        return replace(state, seq=event.seq, updated_at=_utc(event.at))
     return apply_order_event(state, event)
+
+
+def _by_seq(pair: tuple[Any, Event]) -> int:
+    return pair[1].seq
 
 
 def plan_batch(
@@ -254,22 +309,28 @@ def plan_batch(
 ) -> Plan:
     """Fold a batch of (key, event) onto the stored states, aggregate by aggregate, in seq order."""
     plan = Plan()
-    by_aggregate: dict[tuple[str, str, int], list[tuple[Any, Event]]] = defaultdict(list)
-    for key, event in events:
-        by_aggregate[event.aggregate].append((key, event))
+    by_aggregate: dict[tuple[str, str, int], list[tuple[Any, Event]]] = {}
+    for pair in events:
+        event = pair[1]
+        aggregate = (event.tenant, event.kind, event.aggregate_id)
+        group = by_aggregate.get(aggregate)
+        if group is None:
+            by_aggregate[aggregate] = [pair]
+        else:
+            group.append(pair)
     for (tenant, kind, agg_id), group in by_aggregate.items():
-        group.sort(key=lambda pair: pair[1].seq)
+        if len(group) > 1:
+            group.sort(key=_by_seq)
         ident = (tenant, agg_id)
         if kind == "order":
             state = orders.get(ident)
-            seq = state.seq if state else 0
             step = fold_order
             target = plan.orders
         else:
             state = participants.get(ident)
-            seq = state.seq if state else 0
             step = _fold_participant
             target = plan.participants
+        seq = state.seq if state else 0
         changed = False
         for key, event in group:
             if event.seq <= seq:
@@ -281,7 +342,8 @@ def plan_batch(
                 continue
             state, seq, changed = new, new.seq, True
             plan.applied.append(key)
-            plan.unknown_types += event.type not in PAYLOADS
+            if event.type not in PAYLOADS:
+                plan.unknown_types += 1
         if changed:
             target[ident] = state
     return plan

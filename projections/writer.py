@@ -16,13 +16,17 @@ import asyncio
 import functools
 import logging
 from collections.abc import Collection
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import msgspec
 
-from projections.documents import render_order, render_participant
+from projections.documents import (
+    CUSTOMER_V2_UNKNOWN,
+    PARTICIPANT_V1_UNKNOWN,
+    render_order,
+    render_participant,
+)
 from projections.events import Event
 from projections.fold import OrderState, ParticipantState, Plan, plan_batch
 from projections.invalidation import messages, notify
@@ -77,8 +81,15 @@ FROM {participants} p
 WHERE (p.tenant, p.id) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))
   AND o.tenant = p.tenant AND o.participant_id = p.id
 """
-# A rebuild's bulk path writes no participant copy per batch (the fan-out would scan orders, which
-# have no index on participant_id yet): it copies every participant into its orders once, here.
+# A rebuild's bulk path copies each new order's participant as it stands into the order's row
+# (what _UPSERT_ORDERS joins), and runs no fan-out per batch (it would scan orders, which have no
+# index on participant_id yet): the participants changed after their orders were written are
+# copied into them once, at the end, here.
+_PARTICIPANT_COPIES = """
+SELECT tenant, id, name, email, participant_v1, customer_v2 FROM {participants}
+WHERE (tenant, id) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))
+"""
+_PARTICIPANT_COLUMNS = ["participant_name", "participant_email", "participant_v1", "customer_v2"]
 _COPY_ALL_PARTICIPANTS = """
 UPDATE {orders} o SET participant_name = p.name, participant_email = p.email,
     participant_v1 = p.participant_v1, customer_v2 = p.customer_v2
@@ -170,6 +181,7 @@ class Statements(msgspec.Struct, frozen=True):
     fan_out: str
     upsert_orders: str
     copy_all_participants: str
+    participant_copies: str
 
 
 @functools.cache
@@ -177,7 +189,7 @@ def statements(schema: str = READ_SCHEMA) -> Statements:
     """The writer's statements on the tables of `schema`."""
     names = {"orders": f"{schema}.orders", "participants": f"{schema}.participants"}
     sql = (_LOAD_ORDERS, _LOAD_PARTICIPANTS, _UPSERT_PARTICIPANTS, _FAN_OUT, _UPSERT_ORDERS)
-    sql += (_COPY_ALL_PARTICIPANTS,)
+    sql += (_COPY_ALL_PARTICIPANTS, _PARTICIPANT_COPIES)
     return Statements(*(s.format(**names) for s in sql))
 
 
@@ -283,9 +295,9 @@ async def write_plan(
 async def copy_plan(
     conn: asyncpg.Connection, plan: Plan, rows: Rows, stored: set[tuple[str, int]], schema: str
 ) -> None:
-    """A rebuild's bulk write into `schema`, whose orders have no secondary index and no
-    participant copy yet (see copy_all_participants): orders not `stored` yet go in by COPY,
-    the others and the participants by the upserts."""
+    """A rebuild's bulk write into `schema`, whose orders have no secondary index yet: orders
+    not `stored` yet go in by COPY with a copy of their participant as it stands (those changed
+    later are copied by copy_all_participants), the others and the participants by the upserts."""
     sql = statements(schema)
     if rows.participants:
         await conn.execute(sql.upsert_participants, *_columns(rows.participants, 8))
@@ -293,12 +305,20 @@ async def copy_plan(
     for key, row in zip(plan.orders, rows.orders, strict=True):
         (known if key in stored else new).append(row)
     if new:
-        records = [(*r[:13], *(Decimal(a) for a in r[13:16]), *r[16:]) for r in new]
+        names = {(r[0], r[9]) for r in new if r[9] is not None}  # tenant, participant_id
+        copies = await conn.fetch(sql.participant_copies, *_columns(names, 2)) if names else []
+        copy = {(c[0], c[1]): tuple(c[2:]) for c in copies}
+        records = [(*r, *copy.get((r[0], r[9]), _NO_PARTICIPANT)) for r in new]
+        columns = _ORDER_COLUMNS + _PARTICIPANT_COLUMNS
         await conn.copy_records_to_table(
-            "orders", schema_name=schema, columns=_ORDER_COLUMNS, records=records
+            "orders", schema_name=schema, columns=columns, records=records
         )
     if known:
         await conn.execute(sql.upsert_orders, *_columns(known, len(_ORDER_COLUMNS)))
+
+
+# The participant columns of an order naming no participant, or one with no event yet.
+_NO_PARTICIPANT = (None, None, PARTICIPANT_V1_UNKNOWN, CUSTOMER_V2_UNKNOWN)
 
 
 async def copy_all_participants(conn: asyncpg.Connection, schema: str) -> None:

@@ -1,8 +1,9 @@
 """`orderview rebuild`: the whole read model built again in a schema of its own, then swapped in.
 
 Phases (each recorded in `orderview.rebuilds`): `replay` folds the file (if any) and every stream
-from its first entry in windows, writing each aggregate once per window by COPY into tables without
-secondary indexes; `indexes` copies participants into their orders, builds the indexes, ANALYZE;
+from its first entry in windows, keeping the orders in memory (bounded, see projections.replay) and
+writing each when it goes out, by COPY into tables without secondary indexes; `indexes` copies the
+participants changed since into their orders, builds the indexes, ANALYZE;
 `catch-up` applies what arrived meanwhile by the live path; `swap` takes the read-model lock
 exclusively (the live batches in flight commit first, the next ones wait), applies the streams'
 tails, renames the schemas and commits; the old schema is dropped after.
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import redis.asyncio as redis
@@ -28,14 +30,15 @@ from orderview.settings import Settings
 from projections import rebuilds, release, shadow
 from projections.invalidation import flush_all
 from projections.migrate import migration_files
-from projections.replay import Folded, Replay
+from projections.replay import RESIDENT, Folded, Replay
 from projections.tables import MIGRATIONS, NEXT_SCHEMA
 from projections.writer import READ_MODEL_LOCK, copy_all_participants
 from services.publish import read_lines
 
 log = logging.getLogger("orderview.rebuild")
+T = TypeVar("T")
 
-WINDOW = 20_000  # entries folded in memory and written at once while replaying
+WINDOW = 20_000  # entries folded at once while replaying (and orders written at once at its end)
 READ_COUNT = 5_000  # entries per XREADGROUP while replaying
 SWAP_LOCK_TIMEOUT = (
     "5s"  # a swap that cannot take the lock this fast lets batches run, then retries
@@ -132,17 +135,38 @@ class Streams:
                 await self.client.xgroup_destroy(stream, self.group)
 
 
-def file_windows(path: Path) -> Iterator[list[tuple[int, dict[bytes, bytes]]]]:
-    """A file's lines as entries (keyed by line number), WINDOW at a time; lines that are not
+def file_windows(path: Path, size: int) -> Iterator[list[tuple[int, dict[bytes, bytes]]]]:
+    """A file's lines as entries (keyed by line number), `size` at a time; lines that are not
     JSON are reported and skipped by `publish`'s reader."""
     window: list[tuple[int, dict[bytes, bytes]]] = []
     for number, line in read_lines(path):
         window.append((number, {b"event": line}))
-        if len(window) >= WINDOW:
+        if len(window) >= size:
             yield window
             window = []
     if window:
         yield window
+
+
+async def _collecting(items: AsyncIterator[T]) -> AsyncIterator[T]:
+    """`items`, with the cyclic GC's automatic passes paused and its young generation collected
+    once per item. A replay makes millions of objects (entries, events, states, rows) that hold
+    no cycle; the automatic passes traversed the live ones again and again, for about a quarter
+    of the replay's CPU. Once per window, the young objects alive are few."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        async for item in items:
+            gc.collect(0)
+            yield item
+    finally:
+        if enabled:
+            gc.enable()
+
+
+async def _aiter(items: Iterable[T]) -> AsyncIterator[T]:
+    for item in items:
+        yield item
 
 
 def count_lines(path: Path) -> int:
@@ -151,7 +175,8 @@ def count_lines(path: Path) -> int:
 
 
 class Rebuild:
-    """One run of `orderview rebuild` on its own connection, holding the rebuild lock."""
+    """One run of `orderview rebuild` on its own connection, holding the rebuild lock.
+    `window`: entries folded at once; `resident`: orders kept in memory (see projections.replay)."""
 
     def __init__(
         self,
@@ -159,12 +184,15 @@ class Rebuild:
         conn: asyncpg.Connection,
         writer: asyncpg.Connection,
         client: redis.Redis,
+        window: int = WINDOW,
+        resident: int = RESIDENT,
     ):
         self.settings = settings
         self.conn = conn
         self.writer = writer
         self.streams = Streams(client, settings)
-        self.replay = Replay(conn, NEXT_SCHEMA)
+        self.window = window
+        self.replay = Replay(conn, NEXT_SCHEMA, resident)
         self.progress: Progress | None = None
 
     async def run(self, source: Path | None) -> dict[str, int]:
@@ -179,10 +207,10 @@ class Rebuild:
             indexes = await shadow.create(self.conn)
             await progress.phase("replay")
             if source is not None:
-                for window in file_windows(source):
-                    await self.write(await self.replay.fold(None, window), len(window))
+                await self.pipeline(self.folded(None, _aiter(file_windows(source, self.window))))
             for stream in self.streams.streams:
-                await self.replay_stream(stream)
+                await self.pipeline(self.folded(stream, self.stream_windows(stream)))
+            await self.pipeline(_aiter((f, 0) for f in self.replay.flush(self.window)))
             await progress.phase("indexes")
             await copy_all_participants(self.conn, NEXT_SCHEMA)
             await shadow.build_indexes([self.conn, self.writer], indexes)
@@ -216,29 +244,49 @@ class Rebuild:
         assert self.progress is not None
         await self.progress.advance(len(entries))
 
-    async def replay_stream(self, stream: str) -> None:
-        """Fold a stream from its first entry to its current end, WINDOW entries at a time. Two
-        windows are in flight: window k is written (COPY, on the writer connection) while k+1 is
-        read, folded and rendered on the states stored, overlaid with k's plan."""
+    async def pipeline(self, folds: AsyncIterator[tuple[Folded, int]]) -> None:
+        """Write what `folds` yields (folded states, entries they account for), one write in
+        flight on the writer connection while the next is read, folded and rendered."""
         writing: asyncio.Task | None = None
-        base = None
         try:
-            while window := await self.window(stream):
-                folded = await self.replay.fold(stream, window, base)
+            async for folded, count in _collecting(folds):
                 if writing is not None:
                     await writing
-                writing = asyncio.create_task(self.write(folded, len(window)))
-                base = folded.plan
+                writing = asyncio.create_task(self.write(folded, count))
             if writing is not None:
                 await writing
         finally:
             if writing is not None and not writing.done():
                 writing.cancel()
 
-    async def window(self, stream: str) -> list:
-        """The next WINDOW entries of a stream (fewer at its end; none past it)."""
+    async def folded(
+        self, stream: str | None, windows: AsyncIterator[list]
+    ) -> AsyncIterator[tuple[Folded, int]]:
+        """Each window folded in bulk on the states in memory or stored, overlaid with those of
+        the window before (being written meanwhile)."""
+        base = None
+        async for window in windows:
+            folded = await self.replay.fold_window(stream, window, base)
+            base = folded.plan
+            yield folded, len(window)
+
+    async def stream_windows(self, stream: str) -> AsyncIterator[list]:
+        """A stream's entries from its first to its current end, `window` at a time; the next
+        window is read while the one before is folded."""
+        reading = asyncio.create_task(self.read_window(stream))
+        try:
+            while window := await reading:
+                reading = asyncio.create_task(self.read_window(stream))
+                yield window
+        finally:
+            reading.cancel()
+
+    async def read_window(self, stream: str) -> list:
+        """The next `window` entries of a stream (fewer at its end; none past it)."""
         window: list = []
-        while len(window) < WINDOW and (entries := await self.streams.read(stream, READ_COUNT)):
+        while len(window) < self.window and (
+            entries := await self.streams.read(stream, min(READ_COUNT, self.window - len(window)))
+        ):
             window += entries
         return window
 
@@ -301,8 +349,11 @@ class Rebuild:
             await rebuilds.finish(self.conn, rebuild, "failed")
 
 
-async def run_rebuild(settings: Settings, source: Path | None = None) -> dict[str, int]:
-    """Run a rebuild to its swap; raise RebuildBusy when another one runs."""
+async def run_rebuild(
+    settings: Settings, source: Path | None = None, **sizes: int
+) -> dict[str, int]:
+    """Run a rebuild to its swap; raise RebuildBusy when another one runs. `sizes`: `window`,
+    `resident` (see Rebuild), for tests that need many windows from a short history."""
     dsn = settings.require("database_url")
     # A crash means starting over: the rebuild's commits need not wait for the disk (the swap's
     # commit does, see Rebuild.swap).
@@ -312,7 +363,7 @@ async def run_rebuild(settings: Settings, source: Path | None = None) -> dict[st
     try:
         writer = await asyncpg.connect(dsn, server_settings=server_settings)
         try:
-            return await Rebuild(settings, conn, writer, client).run(source)
+            return await Rebuild(settings, conn, writer, client, **sizes).run(source)
         finally:
             await writer.close()
     finally:

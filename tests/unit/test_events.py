@@ -12,6 +12,7 @@ from projections.events import (
     OrderCreated,
     PoisonEvent,
     UnknownType,
+    _decode_strictly,
     decode_event,
     stream_for,
 )
@@ -152,3 +153,40 @@ def test_sharding_follows_crc32_of_tenant_kind_and_id():
     expected = streams[zlib.crc32(b"acme:order:42") % 4]
     assert stream_for(streams, "acme", "order", 42) == expected
     assert stream_for(("only",), "acme", "participant", 7) == "only"
+
+
+def _created(**data) -> dict:
+    return envelope(data={"type": "sale", "currency": "USD", **data})
+
+
+# Entries that the fast way (types as declared, NUL looked for in the raw entry) and the strict
+# way (every string checked) could tell apart if the fast way were wrong.
+TWO_WAYS = [
+    pytest.param(raw(_created(notes="a\x00b")), id="nul-in-a-text-field"),
+    pytest.param(raw(_created(items=[item(name="\x00")])), id="nul-in-a-nested-text-field"),
+    pytest.param(raw(_created(ignored="a\x00b")), id="nul-in-an-ignored-field"),
+    pytest.param(raw(_created(notes="a\\u0000b")), id="escaped-backslash-before-u0000"),
+    pytest.param(raw(_created(notes="a\x00b", currency="usd")), id="nul-before-a-later-error"),
+    pytest.param(raw(_created(type="sale\n")), id="order-type-with-newline"),
+    pytest.param(raw(envelope(tenant="Acme")), id="tenant-upper-case"),
+    pytest.param(raw(envelope(tenant="acme\n")), id="tenant-with-newline"),
+    pytest.param(raw(envelope(tenant="a" * 65)), id="tenant-too-long"),
+    pytest.param(raw(envelope(type="order.noted", data={"x": "\x00"})), id="unknown-type-with-nul"),
+    pytest.param(raw(envelope(type="orders.created")), id="type-outside-the-vocabulary"),
+    pytest.param(raw(envelope(type="order.payment_status_changed", data={"payment_status": "paid\n"})), id="payment-status-with-newline"),
+    pytest.param(json.dumps(envelope(), ensure_ascii=False), id="a-str-not-bytes"),
+    pytest.param(raw(_created(notes="é\x00")).replace(b"\\u00e9", "é".encode()), id="utf8-and-nul"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", TWO_WAYS)
+def test_every_entry_is_decided_as_the_strict_types_decide_it(value):
+    """decode_event's fast way gives the same event, or the same reason, as the strict way."""
+
+    def outcome(decode):
+        try:
+            return decode(value)
+        except PoisonEvent as exc:
+            return str(exc)
+
+    assert outcome(decode_event) == outcome(_decode_strictly)
