@@ -76,6 +76,8 @@ class HoldingProxy:
                 if self._marker in seen:
                     marked[0] = True
                     self._marked.add(writer)
+            if up_writer.transport.is_closing():  # the server side is gone: end the session
+                return
             up_writer.write(data)
             await up_writer.drain()
 
