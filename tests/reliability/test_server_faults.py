@@ -220,16 +220,19 @@ async def test_a_request_on_a_terminated_connection_is_a_503_not_a_500(
         await api.ready()
         async with httpx.AsyncClient(base_url=api.base, timeout=30) as client:
             assert (await client.get("/v1/orders", headers=headers)).status_code == 200
+            # Another page than the first request's: the API's cache holds that one, and this
+            # request must reach PostgreSQL.
+            uncached = "/v1/orders?limit=2"
             async with pool.acquire() as conn, conn.transaction():
                 if when == "mid-query":  # the request's query waits on this lock meanwhile
                     await conn.execute(f"LOCK TABLE {ORDERS} IN ACCESS EXCLUSIVE MODE")
-                    request = asyncio.create_task(client.get("/v1/orders", headers=headers))
+                    request = asyncio.create_task(client.get(uncached, headers=headers))
                     waiting = f"{api_backends} AND wait_event_type = 'Lock'"
                     await until(lambda: _fetches(conn, waiting), 10, "the query waits")
                 await conn.execute(f"SELECT pg_terminate_backend(pid) FROM ({api_backends}) b")
             if when == "idle":
                 await asyncio.sleep(0.2)
-                request = asyncio.create_task(client.get("/v1/orders", headers=headers))
+                request = asyncio.create_task(client.get(uncached, headers=headers))
             response = await request
         assert response.status_code in (200, 503), (response.text, api.logs())
         if response.status_code == 503:
