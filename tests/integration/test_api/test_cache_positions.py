@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import random
 import time
 
@@ -26,6 +27,15 @@ from tests.integration.test_api.test_cache import metric, until
 from tests.pgproxy import HoldingProxy
 from tests.support import projector
 from tests.writes import order_created, xadd
+
+# Inside the whole suite this module has hung twice (the proxy's client-to-server pump spinning on
+# a lost upstream; root cause not found), while alone it passes in seconds. Until that is found,
+# it runs in a pytest process of its own: `.ci/run` runs it so, right after the whole suite.
+pytestmark = pytest.mark.skipif(
+    os.environ.get("ORDERVIEW_TEST_ALONE") != "1",
+    reason="runs in a process of its own: "
+    "ORDERVIEW_TEST_ALONE=1 pytest tests/integration/test_api/test_cache_positions.py",
+)
 
 HEADER = "X-Min-Position"
 TENANT = "cbar"
